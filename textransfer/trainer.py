@@ -34,6 +34,7 @@ from transformers import get_scheduler
 
 from .batching import eval_dataloader, sort_by_length, train_dataloader
 from .config import TrainingConfig
+from .errors import ConfigError
 from .metrics import compute_metrics
 
 logger = logging.getLogger(__name__)
@@ -133,7 +134,8 @@ class StageTrainer:
     def create_optimizer(self) -> torch.optim.Optimizer:
         groups = self.parameter_groups()
         if not groups:
-            raise ValueError("every parameter is frozen; nothing to train. Freeze less.")
+            raise ConfigError("every parameter is frozen; nothing to train. Freeze less (freeze_layers, "
+                              "freeze_patterns, freeze_embeddings).")
         try:
             # the fused kernel: ~10x faster than the default on CPU, and the fastest on GPU
             return torch.optim.AdamW(groups, lr=self.args.learning_rate, fused=True)
