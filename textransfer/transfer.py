@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Optional
 
+import datasets
 from accelerate.utils import set_seed
 
 from .config import RunConfig, TrainingConfig
@@ -116,9 +117,17 @@ def prepare(cfg: RunConfig):
     model_config = load_model_config(cfg.model)
     check_max_length(cfg.model.max_length, tokenizer, model_config)
     tasks: Dict[str, TaskData] = {}
-    if cfg.source is not None:
-        tasks["source"] = load_task(cfg.source, cache_dir=cfg.cache_dir)
-    tasks["target"] = load_task(cfg.target, cache_dir=cfg.cache_dir)
+    # Loading runs several small datasets steps (filters, label maps, casts); their progress
+    # bars say nothing useful, so they are hidden here. Tokenization keeps its bar.
+    bars = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        if cfg.source is not None:
+            tasks["source"] = load_task(cfg.source, cache_dir=cfg.cache_dir)
+        tasks["target"] = load_task(cfg.target, cache_dir=cfg.cache_dir)
+    finally:
+        if bars:
+            datasets.enable_progress_bars()
     return tokenizer, tasks
 
 
