@@ -165,3 +165,27 @@ def test_embedded_default_with_minilm(tmp_path):
     clf = pipeline("text-classification", model=str(out / "model"), device=-1)
     labels = [p["label"] for p in clf(["I loved every minute of it, brilliant.", "Awful. It broke at once."])]
     assert labels == ["positive", "negative"]
+
+
+def test_run_on_every_architecture(model_type, tmp_path, pad_tokenizer, sample_run_config):
+    """Source -> target -> baseline end to end for each supported encoder family (tiny, random)."""
+    from transformers import AutoModel
+
+    from conftest import ARCHITECTURES
+
+    cfg_kwargs = dict(ARCHITECTURES[model_type], vocab_size=pad_tokenizer.vocab_size)
+    from transformers import AutoConfig
+
+    torch.manual_seed(0)
+    AutoModel.from_config(AutoConfig.for_model(model_type, **cfg_kwargs)).save_pretrained(tmp_path / "enc")
+    pad_tokenizer.save_pretrained(tmp_path / "enc")
+    cfg = sample_run_config
+    cfg.model.name_or_path = str(tmp_path / "enc")
+    cfg.source.max_train_samples = cfg.target.max_train_samples = 64
+    cfg.target_training.freeze_layers = 1
+    results = run_transfer(cfg, output_dir=tmp_path / "out")
+    assert set(results["target"]["transfer"]["metrics"]) == METRICS
+    assert isinstance(results["negative_transfer"], bool)
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "out" / "model")
+    assert reloaded.config.model_type == model_type
+    assert reloaded.config.id2label == {0: "negative", 1: "positive"}

@@ -86,7 +86,10 @@ def plot_learning_curves(results: Dict[str, Any], path: Path, metric: str = "acc
         ax_l.plot(epochs, [h["train_loss"] for h in stage["history"]], marker="o", label=name)
     ax_m.set_title(f"validation {metric}")
     ax_l.set_title("training loss")
+    from matplotlib.ticker import MaxNLocator
+
     for ax in (ax_m, ax_l):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.legend()
         ax.grid(alpha=0.3)

@@ -35,6 +35,7 @@ from typing import Any, Dict, Optional
 
 import datasets
 from accelerate.utils import set_seed
+from tqdm.auto import tqdm
 
 from .config import RunConfig, TrainingConfig
 from .data import TaskData, load_task
@@ -83,7 +84,8 @@ def _train_stage(name, model, tokenizer, data, tokenized, args: TrainingConfig, 
                  checkpoint_root: Optional[Path]):
     report = _freeze(model, args)
     if accelerator.is_main_process:
-        logger.info("%s: %d / %d parameters trainable", name, report.trainable, report.total)
+        tqdm.write(f"[{name}] {data.name}: {report.trainable:,} / {report.total:,} parameters trainable "
+                   f"({100 * report.trainable / report.total:.1f}%), {len(tokenized['train']):,} training examples")
     trainer = StageTrainer(
         model, tokenizer, args, accelerator, cfg.metrics, seed=cfg.seed,
         head_parameters=head_parameter_names(model),
