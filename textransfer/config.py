@@ -67,7 +67,9 @@ class TaskConfig:
             ``"rating >= 4"`` (operators ``== != < <= > >= in not in``).
         train_split / validation_split / test_split (`str`): split names to use.
             A validation or test split that the data lacks is carved from train (seeded)
-            when ``validation_fraction`` / ``test_fraction`` allow it.
+            when ``validation_fraction`` / ``test_fraction`` allow it; so is one that names a
+            split already used for another role (``test_split: validation`` carves validation),
+            so that no split is both trained or selected on and tested on.
         k_per_class (`int`, *optional*): keep only k training examples per class (seeded).
         max_train_samples / max_eval_samples (`int`, *optional*): cap split sizes (seeded).
         empty_text (`str`): ``"error"`` or ``"drop"`` rows whose text is empty or null.
@@ -132,8 +134,11 @@ class TaskConfig:
         if isinstance(self.data_files, str) and self.data_files.startswith(PACKAGE_PREFIX):
             self.data_files = package_file(self.data_files)
         elif isinstance(self.data_files, dict):
+            def one(v):
+                return package_file(v) if isinstance(v, str) and v.startswith(PACKAGE_PREFIX) else v
+
             self.data_files = {
-                k: package_file(v) if isinstance(v, str) and v.startswith(PACKAGE_PREFIX) else v
+                k: [one(p) for p in v] if isinstance(v, (list, tuple)) else one(v)
                 for k, v in self.data_files.items()
             }
 
@@ -317,10 +322,17 @@ def _resolve_paths(task: TaskConfig, base_dir: Path) -> None:
         candidate = base_dir / p
         return str(candidate) if not Path(p).is_absolute() and candidate.exists() else p
 
-    if isinstance(task.data_files, str):
-        task.data_files = resolve(task.data_files)
-    elif isinstance(task.data_files, dict):
-        task.data_files = {k: resolve(v) if isinstance(v, str) else v for k, v in task.data_files.items()}
+    def resolve_any(v):  # a path, or a list of paths for a split made of several files
+        if isinstance(v, str):
+            return resolve(v)
+        if isinstance(v, (list, tuple)):
+            return [resolve(p) if isinstance(p, str) else p for p in v]
+        return v
+
+    if isinstance(task.data_files, dict):
+        task.data_files = {k: resolve_any(v) for k, v in task.data_files.items()}
+    else:
+        task.data_files = resolve_any(task.data_files)
     if task.path is not None:
         task.path = resolve(task.path)
 
@@ -346,13 +358,66 @@ def _build(cls, data: Dict[str, Any], prefix: str):
         if _is_dataclass_type(target_type) and value is not None:
             kwargs[key] = _build(target_type, value, prefix=f"{prefix}{key}.")
         else:
-            kwargs[key] = value
+            kwargs[key] = _check_type(f"{prefix}{key}", tp, value)
     try:
         return cls(**kwargs)
     except ConfigError as err:
         if prefix:
             raise ConfigError(f"in `{prefix.rstrip('.')}`: {err}") from None
         raise
+
+
+def _check_type(option: str, tp, value):
+    """``value`` checked against the field type ``tp`` (and coerced where YAML is ambiguous).
+
+    Without this a wrong type fails later inside ``__post_init__`` with a bare ``TypeError``
+    (``'<' not supported between 'str' and 'int'`` for ``num_epochs=abc``) that names no option.
+    """
+    if tp is Any:
+        return value
+    if typing.get_origin(tp) is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _check_type(option, args[0], value) if len(args) == 1 else value
+    if value is None:
+        raise ConfigError(f"`{option}` cannot be null; remove it to use the default.")
+    if typing.get_origin(tp) in (list, List):
+        if isinstance(value, str):
+            return [value]  # `text_columns: text` means one column
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"`{option}` must be a list, got {value!r}.")
+        return list(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"`{option}` must be true or false, got {value!r}.")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"`{option}` must be an integer, got {value!r}.")
+        return value
+    if tp is float:
+        # PyYAML reads `1e-4` (no dot) as a string; accept any number that float() reads.
+        if not isinstance(value, bool):
+            try:
+                return float(value)
+            except (TypeError, ValueError):
+                pass
+        raise ConfigError(f"`{option}` must be a number, got {value!r}.")
+    if tp is str:
+        if isinstance(value, bool):
+            if option == "mixed_precision" and value is False:
+                return "no"  # YAML reads a bare `no` (also in `mixed_precision=no`) as false
+            raise ConfigError(
+                f"`{option}` must be a string, got {str(value).lower()} (YAML reads yes/no/on/off/true/false "
+                f"as booleans); quote it, e.g. '{'yes' if value else 'no'}'."
+            )
+        if isinstance(value, (int, float)):
+            return str(value)
+        if not isinstance(value, str):
+            raise ConfigError(f"`{option}` must be a string, got {value!r}.")
+        return value
+    return value
 
 
 def apply_overrides(data: Dict[str, Any], overrides: List[str]) -> Dict[str, Any]:
