@@ -60,6 +60,17 @@ def random_batch(batch: int = 4, length: int = 12, vocab: int = 1000, num_labels
             "labels": torch.randint(0, num_labels, (batch,), generator=g)}
 
 
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The shared corpora; CI always has them, so their absence fails (never skips) a test."""
+    if not (SHARED_DATA / "README.md").is_file():
+        pytest.fail(
+            f"the shared corpora are missing: expected them at {SHARED_DATA} (../shared/data from the "
+            f"project root, see its README.md). These tests need them and do not skip without them."
+        )
+    return SHARED_DATA
+
+
 @pytest.fixture(params=sorted(ARCHITECTURES))
 def model_type(request):
     return request.param

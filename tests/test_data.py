@@ -5,12 +5,6 @@ ids, joined text, 1-based labels, filters, seeded splits, per-class sampling. Th
 required: without them these tests fail (they are not skipped), since CI always has them.
 """
 
-import os
-
-# Offline before any Hugging Face import (tests/conftest.py does the same; whichever runs first wins).
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-
 from collections import Counter  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -19,21 +13,11 @@ import pytest  # noqa: E402
 from textransfer import RunConfig, TaskConfig, load_task  # noqa: E402
 from textransfer.errors import DataError  # noqa: E402
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO, SHARED_DATA as DATA_DIR  # noqa: E402
+
 AG_LABELS = ["world", "sports", "business", "tech"]
 AG_OFFICIAL_LABELS = ["World", "Sports", "Business", "Sci/Tech"]
 SENTIMENT = ["negative", "positive"]
-
-
-@pytest.fixture(scope="session")
-def data_dir() -> Path:
-    if not (DATA_DIR / "README.md").is_file():
-        pytest.fail(
-            f"the shared corpora are missing: expected them at {DATA_DIR} (../shared/data from the "
-            f"project root, see its README.md). These tests need them and do not skip without them."
-        )
-    return DATA_DIR
 
 
 def rows_of(task_data):

@@ -2,11 +2,6 @@
 row or option and the fix, and raises it before any training starts."""
 
 import os
-
-# Offline before any Hugging Face import (tests/conftest.py does the same; whichever runs first wins).
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -20,19 +15,9 @@ from textransfer.config import ModelConfig  # noqa: E402
 from textransfer.errors import ConfigError, DataError, OutputDirError, TextransferError  # noqa: E402
 from textransfer.transfer import check_output_dir  # noqa: E402
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO, SHARED_DATA as DATA_DIR  # noqa: E402
+
 SAMPLE_RECIPE = REPO / "recipes" / "news_to_sentiment.yaml"
-
-
-@pytest.fixture(scope="session")
-def data_dir() -> Path:
-    if not (DATA_DIR / "README.md").is_file():
-        pytest.fail(
-            f"the shared corpora are missing: expected them at {DATA_DIR} (../shared/data from the "
-            f"project root, see its README.md). These tests need them and do not skip without them."
-        )
-    return DATA_DIR
 
 
 @pytest.fixture
