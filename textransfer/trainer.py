@@ -231,7 +231,8 @@ class StageTrainer:
             if self.checkpoint_dir is not None and args.save_checkpoints:
                 self._checkpoint(epoch + 1)
             if acc.is_local_main_process:
-                shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in entry.items()}
+                # 4 significant digits, not 4 decimals: a learning rate of 2.7e-05 must not print as 0.0
+                shown = {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in entry.items()}
                 bar.write(f"[{self.desc}] {shown}")
             if result.optimizer_steps >= total_steps:
                 break
