@@ -13,7 +13,7 @@ import pytest  # noqa: E402
 from textransfer import RunConfig, TaskConfig, load_task  # noqa: E402
 from textransfer.errors import DataError  # noqa: E402
 
-from conftest import REPO, SHARED_DATA as DATA_DIR  # noqa: E402
+from conftest import REPO  # noqa: E402
 
 AG_LABELS = ["world", "sports", "business", "tech"]
 AG_OFFICIAL_LABELS = ["World", "Sports", "Business", "Sci/Tech"]

@@ -15,7 +15,7 @@ from textransfer.config import ModelConfig  # noqa: E402
 from textransfer.errors import ConfigError, DataError, OutputDirError, TextransferError  # noqa: E402
 from textransfer.transfer import check_output_dir  # noqa: E402
 
-from conftest import REPO, SHARED_DATA as DATA_DIR  # noqa: E402
+from conftest import REPO  # noqa: E402
 
 SAMPLE_RECIPE = REPO / "recipes" / "news_to_sentiment.yaml"
 

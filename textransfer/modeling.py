@@ -15,7 +15,7 @@ import contextlib
 import logging
 import os
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional
 
 import torch
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
@@ -171,17 +171,6 @@ def swap_head(model: PreTrainedModel, label_names: List[str], seed: Optional[int
     ```
     """
     return attach_head(model, label_names, seed=seed)
-
-
-def count_parameters(model: torch.nn.Module) -> Tuple[int, int]:
-    """(trainable, total) parameter counts."""
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return trainable, total
-
-
-def label_maps(model: PreTrainedModel) -> Dict[str, Dict]:
-    return {"id2label": dict(model.config.id2label), "label2id": dict(model.config.label2id)}
 
 
 def save_model(model: PreTrainedModel, tokenizer, directory: Path) -> None:

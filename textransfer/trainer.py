@@ -18,7 +18,6 @@ accumulation, gathering predictions across processes, checkpoints (``save_state`
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import shutil
@@ -278,9 +277,3 @@ class StageTrainer:
         self.model = self.accelerator.unwrap_model(model)
         return {"metrics": metrics, "predictions": preds, "references": refs,
                 "eval_time_s": time.perf_counter() - t0}
-
-
-@contextlib.contextmanager
-def main_process_first(accelerator: Accelerator):
-    with accelerator.main_process_first():
-        yield

@@ -50,10 +50,6 @@ from .trainer import StageTrainer, make_accelerator
 
 logger = logging.getLogger(__name__)
 
-OUTPUT_FILES = ("results.json", "config.yaml", "model", "learning_curves.png", "transfer_gain.png",
-                "confusion_matrix.png")
-
-
 def check_output_dir(output_dir: Optional[str], overwrite: bool) -> Optional[Path]:
     """Refuse a non-empty output directory unless ``overwrite`` is set."""
     if output_dir is None:
@@ -295,4 +291,4 @@ def _write_outputs(out: Path, cfg: RunConfig, results, model, tokenizer, transfe
     write_json(out / "results.json", results)
 
 
-__all__ = ["run_transfer", "prepare", "check_output_dir", "results_table", "OUTPUT_FILES"]
+__all__ = ["run_transfer", "prepare", "check_output_dir", "results_table"]
