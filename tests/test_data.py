@@ -142,17 +142,21 @@ def test_ag_news_official_as_its_test_split_is_never_train_and_test_at_once(data
 
 
 # ---------------------------------------------------------------------------- SST-2
-@pytest.fixture(scope="module")
-def sst2(data_dir):
-    task = TaskConfig(
+def sst2_task(data_dir, test_file: str, **options) -> TaskConfig:
+    """SST-2 as its README says to read it, with ``test_file`` as the test split."""
+    return TaskConfig(
         name="sst2",
-        data_files={"train": str(data_dir / "sst2" / "train.tsv"), "test": str(data_dir / "sst2" / "dev.tsv")},
+        data_files={"train": str(data_dir / "sst2" / "train.tsv"), "test": str(data_dir / "sst2" / test_file)},
         quoting=3,
         text_columns=["sentence"],
         label_names=SENTIMENT,
-        validation_fraction=0.05,
+        **options,
     )
-    return load_task(task)
+
+
+@pytest.fixture(scope="module")
+def sst2(data_dir):
+    return load_task(sst2_task(data_dir, "dev.tsv", validation_fraction=0.05))
 
 
 def test_sst2_train_and_labelled_dev_as_test(sst2):
@@ -175,15 +179,8 @@ def test_sst2_train_and_labelled_dev_as_test(sst2):
 
 
 def test_sst2_test_split_without_labels_is_a_clear_data_error(data_dir):
-    task = TaskConfig(
-        name="sst2",
-        data_files={"train": str(data_dir / "sst2" / "train.tsv"), "test": str(data_dir / "sst2" / "test.tsv")},
-        quoting=3,
-        text_columns=["sentence"],
-        label_names=SENTIMENT,
-    )
     with pytest.raises(DataError) as err:
-        load_task(task)
+        load_task(sst2_task(data_dir, "test.tsv"))
     msg = str(err.value)
     assert "test.tsv" in msg and "'label'" in msg and "split 'test'" in msg
     assert "label_column" in msg and "test_split" in msg  # the options to fix

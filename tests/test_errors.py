@@ -118,18 +118,21 @@ def test_headerless_file_without_column_names(data_dir):
     assert "column 'text'" in msg and "`column_names`" in msg and "dev.csv" in msg
 
 
+def amazon_task(data_dir, row_filter: str) -> TaskConfig:
+    return TaskConfig(name="amazon", data_files=str(data_dir / "amazon_multidomain" / "all.jsonl"),
+                      filters=[row_filter])
+
+
 def test_filter_on_missing_column(data_dir):
     with pytest.raises(DataError) as err:
-        load_task(TaskConfig(name="amazon", data_files=str(data_dir / "amazon_multidomain" / "all.jsonl"),
-                             filters=["category == 'books'"]))
+        load_task(amazon_task(data_dir, "category == 'books'"))
     msg = str(err.value)
     assert "'category'" in msg and "all.jsonl" in msg and "domain" in msg
 
 
 def test_filter_value_of_the_wrong_type(data_dir):
     with pytest.raises(DataError) as err:
-        load_task(TaskConfig(name="amazon", data_files=str(data_dir / "amazon_multidomain" / "all.jsonl"),
-                             filters=["rating >= '4'"]))
+        load_task(amazon_task(data_dir, "rating >= '4'"))
     assert "rating" in str(err.value) and "`filters`" in str(err.value)
 
 
@@ -141,8 +144,7 @@ def test_filter_bad_syntax():
 
 def test_filter_leaving_no_rows(data_dir):
     with pytest.raises(DataError) as err:
-        load_task(TaskConfig(name="amazon", data_files=str(data_dir / "amazon_multidomain" / "all.jsonl"),
-                             filters=["domain == 'toys'"]))
+        load_task(amazon_task(data_dir, "domain == 'toys'"))
     assert "no rows" in str(err.value) and "toys" in str(err.value)
 
 

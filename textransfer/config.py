@@ -129,18 +129,7 @@ class TaskConfig:
                 raise ConfigError(f"task '{self.name}': `label_names` has duplicates: {self.label_names}.")
 
     def _resolve_package_paths(self) -> None:
-        if isinstance(self.path, str) and self.path.startswith(PACKAGE_PREFIX):
-            self.path = package_file(self.path)
-        if isinstance(self.data_files, str) and self.data_files.startswith(PACKAGE_PREFIX):
-            self.data_files = package_file(self.data_files)
-        elif isinstance(self.data_files, dict):
-            def one(v):
-                return package_file(v) if isinstance(v, str) and v.startswith(PACKAGE_PREFIX) else v
-
-            self.data_files = {
-                k: [one(p) for p in v] if isinstance(v, (list, tuple)) else one(v)
-                for k, v in self.data_files.items()
-            }
+        _map_task_paths(self, lambda p: package_file(p) if p.startswith(PACKAGE_PREFIX) else p)
 
 
 @dataclass
@@ -311,6 +300,25 @@ class RunConfig:
             raise ConfigError(f"{path}: {err}") from None
 
 
+def _map_task_paths(task: "TaskConfig", fn) -> None:
+    """Apply ``fn`` to every path of a task: ``path`` and ``data_files`` (one path, a list of
+    paths, or ``{split: path or list of paths}``)."""
+
+    def one(v):
+        if isinstance(v, str):
+            return fn(v)
+        if isinstance(v, (list, tuple)):
+            return [fn(p) if isinstance(p, str) else p for p in v]
+        return v
+
+    if isinstance(task.path, str):
+        task.path = fn(task.path)
+    if isinstance(task.data_files, dict):
+        task.data_files = {k: one(v) for k, v in task.data_files.items()}
+    else:
+        task.data_files = one(task.data_files)
+
+
 def _resolve_paths(task: TaskConfig, base_dir: Path) -> None:
     """Make relative local paths relative to the config file, not to the current directory.
 
@@ -322,19 +330,7 @@ def _resolve_paths(task: TaskConfig, base_dir: Path) -> None:
         candidate = base_dir / p
         return str(candidate) if not Path(p).is_absolute() and candidate.exists() else p
 
-    def resolve_any(v):  # a path, or a list of paths for a split made of several files
-        if isinstance(v, str):
-            return resolve(v)
-        if isinstance(v, (list, tuple)):
-            return [resolve(p) if isinstance(p, str) else p for p in v]
-        return v
-
-    if isinstance(task.data_files, dict):
-        task.data_files = {k: resolve_any(v) for k, v in task.data_files.items()}
-    else:
-        task.data_files = resolve_any(task.data_files)
-    if task.path is not None:
-        task.path = resolve(task.path)
+    _map_task_paths(task, resolve)
 
 
 def _is_dataclass_type(tp) -> bool:

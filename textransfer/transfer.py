@@ -50,6 +50,7 @@ from .trainer import StageTrainer, make_accelerator
 
 logger = logging.getLogger(__name__)
 
+
 def check_output_dir(output_dir: Optional[str], overwrite: bool) -> Optional[Path]:
     """Refuse a non-empty output directory unless ``overwrite`` is set."""
     if output_dir is None:
