@@ -20,6 +20,7 @@ from .report import results_table
 from .tokenization import tokenize_dataset, tokenize_splits
 from .trainer import StageTrainer, make_accelerator
 from .transfer import run_transfer
+from .strategies import Strategy, StrategyConfig, available_strategies, get_strategy, register_strategy
 
 __all__ = [
     "ModelConfig", "RunConfig", "TaskConfig", "TrainingConfig",
@@ -30,4 +31,5 @@ __all__ = [
     "attach_head", "load_for_classification", "load_tokenizer", "save_model", "swap_head",
     "results_table", "tokenize_dataset", "tokenize_splits",
     "StageTrainer", "make_accelerator", "run_transfer",
+    "Strategy", "StrategyConfig", "available_strategies", "get_strategy", "register_strategy",
 ]

@@ -156,6 +156,11 @@ class TrainingConfig:
             (position/type embeddings and LayerNorm still train). Saves the optimiser about
             half its work on MiniLM and keeps unseen words' vectors aligned with seen ones.
         save_checkpoints (`bool`): write an Accelerate checkpoint after each epoch.
+        gradual_unfreezing (`bool`): train the head first and unfreeze one more depth (encoder
+            block, then the embeddings) each epoch or every ``unfreeze_every_steps`` steps.
+        unfreeze_every_steps (`int`, *optional*): unfreezing phase length in optimiser steps.
+        layerwise_lr_decay (`float`, *optional*): LLRD: depth ``d`` from the top trains at
+            ``learning_rate * layerwise_lr_decay ** d`` (see ``layerwise.py``).
     """
 
     num_epochs: int = field(default=3, **_help("Passes over the training split."))
@@ -179,6 +184,9 @@ class TrainingConfig:
     freeze_patterns: List[str] = field(default_factory=list, **_help("Freeze parameters whose name matches a regex."))
     train_word_embeddings: bool = field(default=True, **_help("Train the word-embedding matrix."))
     save_checkpoints: bool = field(default=False, **_help("Write an Accelerate checkpoint after each epoch."))
+    gradual_unfreezing: bool = field(default=False, **_help("Head first, then one more layer each epoch (or unfreeze_every_steps)."))
+    unfreeze_every_steps: Optional[int] = field(default=None, **_help("Unfreeze one more layer every N optimiser steps."))
+    layerwise_lr_decay: Optional[float] = field(default=None, **_help("LLRD: lr * decay**depth from the top (head at full lr)."))
 
     def __post_init__(self):
         positive = ("num_epochs", "batch_size", "eval_batch_size", "gradient_accumulation_steps")
@@ -195,6 +203,10 @@ class TrainingConfig:
             raise ConfigError(f"`freeze_layers` must be >= 0, got {self.freeze_layers}.")
         if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
             raise ConfigError(f"`early_stopping_patience` must be >= 1, got {self.early_stopping_patience}.")
+        if self.unfreeze_every_steps is not None and self.unfreeze_every_steps < 1:
+            raise ConfigError(f"`unfreeze_every_steps` must be >= 1, got {self.unfreeze_every_steps}.")
+        if self.layerwise_lr_decay is not None and not 0.0 < self.layerwise_lr_decay <= 1.0:
+            raise ConfigError(f"`layerwise_lr_decay` must be in (0, 1], got {self.layerwise_lr_decay}.")
 
 
 @dataclass
@@ -236,6 +248,9 @@ class RunConfig:
         output_dir (`str`, *optional*): where results and the model go.
         overwrite_output_dir (`bool`): allow writing into a non-empty output directory.
         cache_dir (`str`, *optional*): datasets cache (tokenization results are reused from it).
+        strategy (`StrategyConfig`): how the transfer arm is trained, e.g.
+            ``{name: l2sp, alpha: 0.01}``; each strategy's options are its config dataclass's
+            fields (``textransfer/strategies``). Defaults to ``finetune``.
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -251,10 +266,14 @@ class RunConfig:
     overwrite_output_dir: bool = field(default=False, **_help("Allow writing into a non-empty output directory."))
     cache_dir: Optional[str] = field(default=None, **_help("datasets cache directory."))
     noise_resamples: int = field(default=1000, **_help("Paired bootstrap resamples for the negative-transfer test."))
+    strategy: Any = field(default=None, **_help("Transfer strategy and its options, e.g. {name: l2sp, alpha: 0.01}."))
 
     def __post_init__(self):
         if self.target is None:
             raise ConfigError("the config has no `target` task; add a `target:` section.")
+        from .strategies import strategy_config  # the registry imports the trainer; import it late
+
+        self.strategy = strategy_config(self.strategy)
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise ConfigError(f"`mixed_precision` must be no, fp16 or bf16, got '{self.mixed_precision}'.")
         if not self.metrics:

@@ -94,7 +94,12 @@ class StageTrainer:
         checkpoint_dir (`Path`, *optional*): where ``save_state`` checkpoints go.
         desc (`str`): label of the progress bar.
 
-    Subclasses change the objective by overriding :meth:`compute_loss`.
+    Subclasses change the objective by overriding :meth:`compute_loss`; strategies use the
+    other hooks: ``train(..., aux_ds=...)`` cycles a second dataset alongside the main one and
+    hands its batches to ``compute_loss(model, batch, aux_batch)``; :meth:`on_step` sees the
+    training progress before each forward pass (for schedules such as DANN's reversal weight).
+    Extra modules (a second head, a domain classifier) belong inside ``model`` so that
+    ``accelerator.prepare`` wraps them too and DDP all-reduces their gradients.
     """
 
     def __init__(
@@ -121,14 +126,22 @@ class StageTrainer:
 
     # ------------------------------------------------------------------ pieces
     def parameter_groups(self) -> List[Dict[str, Any]]:
-        """AdamW groups: no weight decay on biases and LayerNorm; the head's own rate."""
+        """AdamW groups: no weight decay on biases and LayerNorm; the head's own rate; with
+        ``layerwise_lr_decay``, ``learning_rate * decay ** depth`` by depth from the top."""
         head_lr = self.args.head_learning_rate or self.args.learning_rate
+        depths = None
+        if self.args.layerwise_lr_decay is not None:
+            from .layerwise import parameter_depths
+
+            depths = parameter_depths(self.model)
         groups: Dict[tuple, List[torch.nn.Parameter]] = {}
         for name, p in self.model.named_parameters():
             if not p.requires_grad:
                 continue
             decay = 0.0 if _no_decay(name) else self.args.weight_decay
             lr = head_lr if name in self.head_parameters else self.args.learning_rate
+            if depths is not None and name not in self.head_parameters:
+                lr = self.args.learning_rate * self.args.layerwise_lr_decay ** depths[id(p)]
             groups.setdefault((decay, lr), []).append(p)
         return [{"params": ps, "weight_decay": d, "lr": lr} for (d, lr), ps in groups.items()]
 
@@ -143,8 +156,11 @@ class StageTrainer:
         except (RuntimeError, TypeError, ValueError):
             return torch.optim.AdamW(groups, lr=self.args.learning_rate)
 
-    def compute_loss(self, model, batch) -> torch.Tensor:
+    def compute_loss(self, model, batch, aux_batch=None) -> torch.Tensor:
         return model(**batch).loss
+
+    def on_step(self, step: int, total_steps: int) -> None:
+        """Called before each forward pass with the optimiser steps done so far; a no-op here."""
 
     def _better(self, value: float, best: Optional[float]) -> bool:
         if best is None:
@@ -153,8 +169,9 @@ class StageTrainer:
         return value < best if lower else value > best
 
     # ------------------------------------------------------------------ train
-    def train(self, train_ds, eval_ds=None) -> StageResult:
-        """Train on ``train_ds``, evaluating on ``eval_ds`` after each epoch."""
+    def train(self, train_ds, eval_ds=None, aux_ds=None) -> StageResult:
+        """Train on ``train_ds``, evaluating on ``eval_ds`` after each epoch; ``aux_ds`` (e.g.
+        unlabelled target text) is cycled alongside and passed to :meth:`compute_loss`."""
         args, acc = self.args, self.accelerator
         set_seed(self.seed)
         acc.gradient_accumulation_steps = args.gradient_accumulation_steps
@@ -175,6 +192,12 @@ class StageTrainer:
         # loader), while ours is sized in this process's optimiser steps; so we step it
         # ourselves, once per real optimiser step, and register it for checkpoints.
         model, optimizer, loader = acc.prepare(self.model, optimizer, loader)
+        aux_batches = self._cycle(aux_ds) if aux_ds is not None else None
+        unfreezing = None
+        if args.gradual_unfreezing:
+            from .layerwise import GradualUnfreezing
+
+            unfreezing = GradualUnfreezing(self.model, args.unfreeze_every_steps)
         acc.register_for_checkpointing(scheduler)
         eval_loader = None
         if eval_ds is not None and args.eval_every_epoch:
@@ -190,9 +213,16 @@ class StageTrainer:
             start = time.perf_counter()
             running, seen_batches, epoch_samples = 0.0, 0, 0
             for batch in loader:
+                self.on_step(result.optimizer_steps, total_steps)
                 with acc.accumulate(model):
-                    loss = self.compute_loss(model, batch)
+                    if aux_batches is not None:
+                        loss = self.compute_loss(model, batch, aux_batch=next(aux_batches))
+                    else:
+                        loss = self.compute_loss(model, batch)
                     acc.backward(loss)
+                    if acc.sync_gradients and unfreezing is not None:
+                        # after the all-reduce: not-yet-unfrozen parameters get no update (layerwise.py)
+                        unfreezing.mask_gradients(model.parameters(), result.optimizer_steps, epoch)
                     if acc.sync_gradients and args.max_grad_norm:
                         acc.clip_grad_norm_(model.parameters(), args.max_grad_norm)
                     optimizer.step()  # a no-op while accumulating (Accelerate skips it)
@@ -244,6 +274,17 @@ class StageTrainer:
         self.model = acc.unwrap_model(model)
         acc.free_memory()
         return result
+
+    def _cycle(self, ds):
+        """Endless batches of ``ds`` (reshuffled each pass), sharded like the main loader."""
+        loader = train_dataloader(ds, self.tokenizer, self.args.batch_size, self.seed + 1, self.args.group_by_length)
+        sampler = loader.batch_sampler
+        loader = self.accelerator.prepare(loader)
+        epoch = 0
+        while True:
+            sampler.set_epoch(epoch)
+            yield from loader
+            epoch += 1
 
     def _checkpoint(self, epoch: int) -> None:
         directory = self.checkpoint_dir / f"epoch-{epoch}"

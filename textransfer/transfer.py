@@ -26,6 +26,7 @@ print(results["gain"]["accuracy"], results["negative_transfer"])
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import shutil
 import tempfile
@@ -78,18 +79,21 @@ def _freeze(model, args: TrainingConfig):
 
 
 def _train_stage(name, model, tokenizer, data, tokenized, args: TrainingConfig, cfg: RunConfig, accelerator,
-                 checkpoint_root: Optional[Path]):
+                 checkpoint_root: Optional[Path], trainer_factory=None, aux_ds=None, train_ds=None):
+    # trainer_factory / aux_ds / train_ds: a strategy's trainer subclass, its second dataset,
+    # or a replacement training set (see textransfer/strategies)
     report = _freeze(model, args)
     if accelerator.is_main_process:
         tqdm.write(f"[{name}] {data.name}: {report.trainable:,} / {report.total:,} parameters trainable "
                    f"({100 * report.trainable / report.total:.1f}%), {len(tokenized['train']):,} training examples")
-    trainer = StageTrainer(
+    trainer = (trainer_factory or StageTrainer)(
         model, tokenizer, args, accelerator, cfg.metrics, seed=cfg.seed,
         head_parameters=head_parameter_names(model),
         checkpoint_dir=checkpoint_root / name if checkpoint_root else None,
         desc=name,
     )
-    result = trainer.train(tokenized["train"], tokenized["validation"])
+    train_ds = tokenized["train"] if train_ds is None else train_ds
+    result = trainer.train(train_ds, tokenized["validation"], **({"aux_ds": aux_ds} if aux_ds is not None else {}))
     test = trainer.evaluate(tokenized["test"])
     summary = {
         "task": data.name,
@@ -99,6 +103,7 @@ def _train_stage(name, model, tokenizer, data, tokenized, args: TrainingConfig, 
         "stopped_early": result.stopped_early,
         "optimizer_steps": result.optimizer_steps,
         "train_time_s": round(result.train_time_s, 3),
+        "train_time_per_epoch_s": round(result.train_time_s / max(len(result.history), 1), 4),
         "train_samples_per_s": round(result.train_samples_per_s, 2),
         "parameters": report.as_dict(),
     }
@@ -130,13 +135,16 @@ def prepare(cfg: RunConfig):
     return tokenizer, tasks
 
 
-def run_transfer(cfg: RunConfig, output_dir: Optional[str] = None, overwrite: Optional[bool] = None) -> Dict[str, Any]:
+def run_transfer(cfg: RunConfig, output_dir: Optional[str] = None, overwrite: Optional[bool] = None,
+                 baseline_cache: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Run source training, target transfer and the baseline; write and return the results.
 
     Args:
         cfg (`RunConfig`): the run's configuration.
         output_dir (`str`, *optional*): overrides ``cfg.output_dir``.
         overwrite (`bool`, *optional*): overrides ``cfg.overwrite_output_dir``.
+        baseline_cache (`dict`, *optional*): baselines already trained under the same config
+            (``compare`` shares one dict across strategies so the baseline trains once).
 
     Returns:
         The ``results.json`` content as a dict.
@@ -147,6 +155,9 @@ def run_transfer(cfg: RunConfig, output_dir: Optional[str] = None, overwrite: Op
     if overwrite is not None:
         cfg.overwrite_output_dir = overwrite
     out = check_output_dir(cfg.output_dir, cfg.overwrite_output_dir)
+    from .strategies import RunContext, get_strategy, train_baseline
+
+    strategy = get_strategy(cfg.strategy)
 
     timings: Dict[str, float] = {}
     t_start = time.perf_counter()
@@ -163,45 +174,39 @@ def run_transfer(cfg: RunConfig, output_dir: Optional[str] = None, overwrite: Op
     timings["tokenize_s"] = time.perf_counter() - t0
     checkpoint_root = out / "checkpoints" if out is not None else None
 
-    results: Dict[str, Any] = {"model": cfg.model.name_or_path, "seed": cfg.seed}
+    results: Dict[str, Any] = {"model": cfg.model.name_or_path, "seed": cfg.seed,
+                               "strategy": dataclasses.asdict(strategy.config)}
     target = tasks["target"]
+    run = RunContext(cfg, accelerator, tokenizer, tasks, tokenized, checkpoint_root)
 
-    # 1. Source
-    if "source" in tasks:
-        source = tasks["source"]
-        t0 = time.perf_counter()
-        model = _seeded(cfg.seed, load_for_classification, cfg.model, source.label_names)
-        source_model, source_summary, _ = _train_stage(
-            "source", model, tokenizer, source, tokenized["source"], cfg.source_training, cfg, accelerator,
-            checkpoint_root)
-        timings["source_s"] = time.perf_counter() - t0
-        source_summary["label_names"] = source.label_names
-        source_summary["data"] = _data_info(source)
-        results["source"] = source_summary
-        # 2. Target: drop the source head, attach one for the target labels
-        t0 = time.perf_counter()
-        transfer_model = swap_head(source_model, target.label_names, seed=cfg.seed)
-        del source_model
-    else:
-        t0 = time.perf_counter()
-        transfer_model = _seeded(cfg.seed, load_for_classification, cfg.model, target.label_names)
-    transfer_model, transfer_summary, transfer_test = _train_stage(
-        "target", transfer_model, tokenizer, target, tokenized["target"], cfg.target_training, cfg, accelerator,
-        checkpoint_root)
-    timings["target_s"] = time.perf_counter() - t0
+    # 1-2. The strategy's transfer arm (finetune: source stage, head swap, target stage)
+    t0 = time.perf_counter()
+    outcome = strategy.train_transfer(run)
+    transfer_model, transfer_summary, transfer_test = outcome.model, outcome.transfer, outcome.test
+    if outcome.source is not None:
+        outcome.source.setdefault("label_names", tasks["source"].label_names)
+        outcome.source["data"] = _data_info(tasks["source"])
+        results["source"] = outcome.source
+        timings["source_s"] = outcome.source["train_time_s"] + outcome.source.get("eval_time_s", 0.0)
+    results.update(outcome.extra)
+    timings["target_s"] = time.perf_counter() - t0 - timings.get("source_s", 0.0)
     results["target"] = {"task": target.name, "label_names": target.label_names,
                          "test_rows": len(transfer_test["references"]), "data": _data_info(target),
                          "transfer": transfer_summary}
 
-    # 3. Baseline: the same target training from the original pretrained encoder
-    if cfg.baseline and "source" in tasks:
+    # 3. Baseline: the same target training from the original pretrained encoder (or, for
+    # unsupervised adaptation, the source model without adaptation); trained once per cache
+    if cfg.baseline and ("source" in tasks or not strategy.needs_source):
         t0 = time.perf_counter()
-        baseline_model = _seeded(cfg.seed, load_for_classification, cfg.model, target.label_names)
-        _, baseline_summary, baseline_test = _train_stage(
-            "baseline", baseline_model, tokenizer, target, tokenized["target"], cfg.target_training, cfg,
-            accelerator, checkpoint_root)
+        kind = strategy.baseline_kind
+        cache = {} if baseline_cache is None else baseline_cache
+        if kind not in cache:
+            cache[kind] = train_baseline(run, kind)
+        else:
+            results["baseline_reused"] = True
+        baseline_summary, baseline_test = cache[kind]
         timings["baseline_s"] = time.perf_counter() - t0
-        results["target"]["baseline"] = baseline_summary
+        results["target"]["baseline"] = dict(baseline_summary, kind=kind)
         _compare(results, cfg, transfer_test, baseline_test, target.num_labels)
     else:
         results["gain"] = {}

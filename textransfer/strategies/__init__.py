@@ -1,0 +1,26 @@
+"""Transfer strategies, one module each, registered by name.
+
+| name | what the source contributes |
+| --- | --- |
+| `finetune` | its fine-tuned encoder (parameter transfer; the default) |
+| `scratch` | nothing: same architecture, re-initialised, trained on the target only |
+| `features` | a frozen encoder whose features are computed once; a head trains on them |
+| `l2sp` | fine-tuning pulled toward the source weights (L2-SP penalty) |
+| `joint` | a shared encoder trained on both tasks at once, one head each |
+| `dann` | domain-adversarial training on labelled source + unlabelled target text |
+| `mmd` | source/target feature alignment by multi-kernel MMD |
+| `coral` | source/target feature alignment by CORAL (covariances) |
+
+```python
+import textransfer
+print(textransfer.available_strategies())
+cfg = textransfer.RunConfig.from_yaml("recipes/news_to_sentiment.yaml", overrides=["strategy.name=l2sp"])
+```
+"""
+
+from .base import (RunContext, Strategy, StrategyConfig, TransferOutcome, available_strategies, get_strategy,
+                   register_strategy, strategy_config, train_baseline)
+from . import finetune, scratch, features, l2sp, joint, dann, mmd, coral  # noqa: E402,F401  (registers them)
+
+__all__ = ["RunContext", "Strategy", "StrategyConfig", "TransferOutcome", "available_strategies", "get_strategy",
+           "register_strategy", "strategy_config", "train_baseline"]

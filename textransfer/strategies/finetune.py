@@ -1,0 +1,29 @@
+"""``finetune``: parameter transfer, the core run's default.
+
+The pretrained encoder is fine-tuned on the source task; its head is dropped, a head for the
+target labels is attached, and the whole model is fine-tuned on the target task. Without a
+source task this is plain fine-tuning on the target.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .base import RunContext, Strategy, StrategyConfig, TransferOutcome, register_strategy, train_source_then_target
+
+
+@dataclass
+class FinetuneConfig(StrategyConfig):
+    """``finetune`` has no options of its own (the stages' ``*_training`` sections set it up)."""
+
+
+@register_strategy("finetune", FinetuneConfig)
+class Finetune(Strategy):
+    needs_source = False  # without a source it is the target-only fine-tuning
+
+    def train_transfer(self, run: RunContext) -> TransferOutcome:
+        if "source" not in run.tasks:
+            model, summary, test = run.train_stage("target", run.pretrained("target"), "target",
+                                                   run.cfg.target_training)
+            return TransferOutcome(model=model, transfer=summary, test=test)
+        return train_source_then_target(run)

@@ -1,0 +1,78 @@
+"""``joint``: one encoder, two heads, both tasks at once (multi-task transfer).
+
+Each optimiser step draws a target batch and a source batch (the source set is cycled
+alongside the target one) and minimises ``alpha * L_source + (1 - alpha) * L_target``.
+There is no separate source stage: the budget is ``target_training``'s, so ``alpha`` trades
+the target's own signal against the source's. Both heads sit in one module with the shared
+encoder (:class:`JointModel`), which is what goes through ``accelerator.prepare``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+from ..config import _help
+from ..errors import ConfigError
+from ..modeling import attach_head
+from ..trainer import StageTrainer
+from .base import RunContext, Strategy, StrategyConfig, TransferOutcome, register_strategy, unwrap, wrapping_trainer
+
+
+@dataclass
+class JointConfig(StrategyConfig):
+    """Args:
+        alpha (`float`): weight of the source loss; the target loss gets ``1 - alpha``.
+    """
+
+    alpha: float = field(default=0.5, **_help("joint: loss = alpha * L_source + (1 - alpha) * L_target."))
+
+    def __post_init__(self):
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ConfigError(f"`strategy.alpha` must be in [0, 1], got {self.alpha}.")
+
+
+class JointModel(torch.nn.Module):
+    """The target classifier (``.model``) and a source classifier sharing its encoder.
+
+    Called without ``aux_batch`` it is the target classifier (evaluation, prediction); with a
+    source batch it returns the weighted joint loss.
+    """
+
+    def __init__(self, model, source_label_names, alpha: float, seed: int = 0):
+        super().__init__()
+        self.model = model
+        self.alpha = alpha
+        self.source_model = attach_head(model, source_label_names, seed=seed + 1)
+        # share, not copy: the source classifier's encoder *is* the target's
+        setattr(self.source_model, self.source_model.base_model_prefix, model.base_model)
+
+    def forward(self, aux_batch=None, **batch):
+        out = self.model(**batch)
+        if aux_batch is None:
+            return out
+        source_loss = self.source_model(**aux_batch).loss
+        loss = self.alpha * source_loss + (1.0 - self.alpha) * out.loss
+        return SequenceClassifierOutput(loss=loss, logits=out.logits)
+
+
+class JointTrainer(StageTrainer):
+    """Hands each step's source batch to :class:`JointModel`."""
+
+    def compute_loss(self, model, batch, aux_batch=None):
+        return model(**batch, aux_batch=aux_batch).loss
+
+
+@register_strategy("joint", JointConfig)
+class Joint(Strategy):
+    def train_transfer(self, run: RunContext) -> TransferOutcome:
+        run.require_source("joint")
+        source_labels = run.tasks["source"].label_names
+        factory = wrapping_trainer(lambda m: JointModel(m, source_labels, self.config.alpha, run.cfg.seed),
+                                   trainer_class=JointTrainer)
+        model, summary, test = run.train_stage("target", run.pretrained("target"), "target", run.cfg.target_training,
+                                               trainer_factory=factory, aux_ds=run.tokenized["source"]["train"])
+        summary["source_loss_weight"] = self.config.alpha
+        return TransferOutcome(model=unwrap(model), transfer=summary, test=test)

@@ -1,0 +1,42 @@
+"""``scratch``: structure transfer only.
+
+The same architecture (the pretrained model's config) with every weight re-initialised
+(``AutoModelForSequenceClassification.from_config``), trained on the target only. Its gap to
+the baseline (pretrained, target only) shows what pretraining is worth; its gap to
+``finetune`` what pretraining plus the source task is worth.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from accelerate.utils import set_seed
+from transformers import AutoModelForSequenceClassification
+
+from ..modeling import _set_labels, load_model_config, quiet_transformers
+from .base import RunContext, Strategy, StrategyConfig, TransferOutcome, register_strategy
+
+
+@dataclass
+class ScratchConfig(StrategyConfig):
+    """``scratch`` has no options of its own; it trains with ``target_training``."""
+
+
+def random_model(model_cfg, label_names, seed: int):
+    """The architecture of ``model_cfg`` with fresh random weights and a head for ``label_names``."""
+    config = load_model_config(model_cfg)
+    _set_labels(config, label_names)
+    set_seed(seed)
+    with quiet_transformers():
+        return AutoModelForSequenceClassification.from_config(config)
+
+
+@register_strategy("scratch", ScratchConfig)
+class Scratch(Strategy):
+    needs_source = False
+
+    def train_transfer(self, run: RunContext) -> TransferOutcome:
+        model = random_model(run.cfg.model, run.tasks["target"].label_names, run.cfg.seed)
+        model, summary, test = run.train_stage("target", model, "target", run.cfg.target_training)
+        summary["initialisation"] = "random (from_config)"
+        return TransferOutcome(model=model, transfer=summary, test=test)
