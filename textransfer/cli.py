@@ -33,6 +33,9 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="textransfer", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     add_run_arguments(sub.add_parser("run", help="run a transfer recipe (source, target, baseline)"))
+    compare = add_run_arguments(sub.add_parser("compare", help="run several strategies on one split and seed"))
+    compare.add_argument("--strategies", required=True,
+                         help="comma-separated strategy names, e.g. finetune,features,l2sp,dann,mmd,coral")
     return parser
 
 
@@ -80,6 +83,31 @@ def run_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def compare_command(args: argparse.Namespace) -> int:
+    from .compare import compare_strategies, comparison_markdown
+    from .config import RunConfig
+
+    overrides = list(args.overrides)
+    if args.config_opt and args.config:
+        overrides.insert(0, args.config)
+    config = args.config_opt or args.config
+    if not config:
+        raise TextransferError("no config given: pass a recipe YAML, e.g. recipes/news_to_sentiment.yaml")
+    cfg = RunConfig.from_yaml(config, overrides=overrides)
+    output_dir = args.output_dir or cfg.output_dir
+    if output_dir is None:
+        raise TextransferError("no output directory: pass --output-dir DIR")
+    comparison = compare_strategies(cfg, args.strategies.split(","), output_dir,
+                                    overwrite=args.overwrite or cfg.overwrite_output_dir)
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        print()
+        print(comparison_markdown(list(comparison["strategies"].values()), comparison["baselines"]))
+        print(f"Comparison: {output_dir}/comparison.json, comparison.md, comparison.png")
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     argv = split_overrides(list(sys.argv[1:] if argv is None else argv))
@@ -95,6 +123,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         if args.command == "run":
             return run_command(args)
+        if args.command == "compare":
+            return compare_command(args)
     except TextransferError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,0 +1,127 @@
+"""``textransfer compare``: several strategies on the same split and seed, side by side.
+
+Every strategy runs through :func:`run_transfer` with the same config (only ``strategy``
+changes; the config's own strategy keeps its options), writing its results to
+``D/<strategy>/``. The no-transfer baselines are trained once and shared (one per kind:
+target-only, or source-only for unsupervised adaptation). Then ``D/comparison.json``,
+``D/comparison.md`` and ``D/comparison.png`` (accuracy and macro-F1 per strategy, the
+baseline as a line).
+
+```python
+from textransfer import RunConfig
+from textransfer.compare import compare_strategies
+cfg = RunConfig.from_yaml("recipes/news_to_sentiment.yaml")
+table = compare_strategies(cfg, ["finetune", "features", "l2sp"], "runs/compare")
+```
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from .config import RunConfig
+from .errors import ConfigError
+from .report import atomic_write_text, write_json
+from .strategies import available_strategies, strategy_config
+from .transfer import check_output_dir, run_transfer
+
+
+def _row(name: str, results: Dict[str, Any]) -> Dict[str, Any]:
+    timings = results.get("timings", {})
+    baseline = results["target"].get("baseline") or {}
+    return {
+        "strategy": name,
+        "metrics": results["target"]["transfer"]["metrics"],
+        "baseline_kind": baseline.get("kind"),
+        "baseline_metrics": baseline.get("metrics"),
+        "gain": results.get("gain", {}),
+        "gain_ci": results.get("gain_ci", {}),
+        "negative_transfer": results.get("negative_transfer"),
+        "verdict": results.get("verdict"),
+        "train_time_s": round(timings.get("source_s", 0.0) + timings.get("target_s", 0.0), 3),
+        "target_train_time_per_epoch_s": results["target"]["transfer"].get("train_time_per_epoch_s"),
+        "results": f"{name}/results.json",
+    }
+
+
+def comparison_markdown(rows: List[Dict[str, Any]], baselines: Dict[str, Dict[str, float]]) -> str:
+    lines = ["| strategy | accuracy | macro-F1 | gain (acc) | 95% CI | negative transfer | train time (s) |",
+             "|---|---|---|---|---|---|---|"]
+    for kind, m in baselines.items():
+        lines.append(f"| baseline ({kind}) | {m.get('accuracy', float('nan')):.4f} | {m.get('f1', float('nan')):.4f} "
+                     f"| | | | |")
+    for r in rows:
+        ci = r["gain_ci"].get("accuracy")
+        gain = r["gain"].get("accuracy")
+        lines.append(
+            f"| {r['strategy']} | {r['metrics'].get('accuracy', float('nan')):.4f} | {r['metrics'].get('f1', float('nan')):.4f} "
+            f"| {'' if gain is None else f'{gain:+.4f}'} | {'' if ci is None else f'[{ci['low']:+.4f}, {ci['high']:+.4f}]'} "
+            f"| {'' if r['negative_transfer'] is None else ('yes' if r['negative_transfer'] else 'no')} "
+            f"| {r['train_time_s']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_comparison(rows, baselines, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    names = [r["strategy"] for r in rows]
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(names) + 2), 4))
+    for offset, (metric, label) in zip((-0.2, 0.2), (("accuracy", "accuracy"), ("f1", "macro-F1"))):
+        ax.bar(x + offset, [r["metrics"].get(metric, 0.0) for r in rows], width=0.4, label=label)
+    styles = iter(["--", ":", "-."])
+    for kind, m in baselines.items():
+        style = next(styles, "--")
+        ax.axhline(m.get("accuracy", 0.0), color="black", linestyle=style, linewidth=1, label=f"baseline ({kind}) accuracy")
+        ax.axhline(m.get("f1", 0.0), color="grey", linestyle=style, linewidth=1, label=f"baseline ({kind}) macro-F1")
+    ax.set_xticks(x, names)
+    ax.set_ylabel("target test score")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title("Strategies on the target task")
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def compare_strategies(cfg: RunConfig, strategies: List[str], output_dir, overwrite: bool = False) -> Dict[str, Any]:
+    """Run each strategy in ``strategies`` on ``cfg``'s split and seed; write the comparison.
+
+    Returns the ``comparison.json`` content.
+    """
+    names = [s.strip() for s in strategies if s.strip()]
+    if not names:
+        raise ConfigError(f"--strategies is empty; name some of {', '.join(available_strategies())}.")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"--strategies names one strategy twice: {names}.")
+    configs = {}
+    for name in names:  # every name checked before anything trains
+        configs[name] = cfg.strategy if cfg.strategy.name == name else strategy_config({"name": name})
+    out = check_output_dir(str(output_dir), overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    cache: Dict[str, Any] = {}
+    rows = []
+    for name in names:
+        run_cfg = copy.deepcopy(cfg)
+        run_cfg.strategy = configs[name]
+        results = run_transfer(run_cfg, output_dir=out / name, overwrite=True, baseline_cache=cache)
+        rows.append(_row(name, results))
+    baselines = {kind: summary["metrics"] for kind, (summary, _) in cache.items()}
+    comparison = {"model": cfg.model.name_or_path, "seed": cfg.seed, "source": cfg.source.name if cfg.source else None,
+                  "target": cfg.target.name, "baselines": baselines,
+                  "strategies": {r["strategy"]: r for r in rows}}
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        write_json(out / "comparison.json", comparison)
+        atomic_write_text(out / "comparison.md", comparison_markdown(rows, baselines))
+        plot_comparison(rows, baselines, out / "comparison.png")
+    return comparison
