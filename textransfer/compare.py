@@ -55,9 +55,10 @@ def comparison_markdown(rows: List[Dict[str, Any]], baselines: Dict[str, Dict[st
     for r in rows:
         ci = r["gain_ci"].get("accuracy")
         gain = r["gain"].get("accuracy")
+        ci_text = "" if ci is None else f"[{ci['low']:+.4f}, {ci['high']:+.4f}]"
         lines.append(
             f"| {r['strategy']} | {r['metrics'].get('accuracy', float('nan')):.4f} | {r['metrics'].get('f1', float('nan')):.4f} "
-            f"| {'' if gain is None else f'{gain:+.4f}'} | {'' if ci is None else f'[{ci['low']:+.4f}, {ci['high']:+.4f}]'} "
+            f"| {'' if gain is None else f'{gain:+.4f}'} | {ci_text} "
             f"| {'' if r['negative_transfer'] is None else ('yes' if r['negative_transfer'] else 'no')} "
             f"| {r['train_time_s']:.1f} |")
     return "\n".join(lines) + "\n"

@@ -132,7 +132,7 @@ def train_head(head, train, validation, cfg: FeaturesConfig, args, metrics, seed
                 loss.backward()
                 return loss
 
-            loss = float(optimizer.step(closure))
+            loss = optimizer.step(closure).item()
             steps += 1
         else:
             order = torch.randperm(len(x), generator=g)
@@ -143,7 +143,7 @@ def train_head(head, train, validation, cfg: FeaturesConfig, args, metrics, seed
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
-                total += float(loss) * len(idx)
+                total += loss.detach().item() * len(idx)
                 steps += 1
             loss = total / len(x)
         train_time += time.perf_counter() - t0
