@@ -20,6 +20,14 @@ def test_config_reference_lists_every_option(cls, prefix):
         assert f"`{prefix}{f.name}`" in README, f"README's config reference misses {prefix}{f.name}"
 
 
+def test_config_reference_lists_every_strategy_option():
+    from textransfer.strategies.base import _REGISTRY
+
+    for name, (config_class, _) in _REGISTRY.items():
+        for f in dataclasses.fields(config_class):
+            assert f"`strategy.{f.name}`" in README, f"README's config reference misses strategy.{f.name} ({name})"
+
+
 def test_readme_commands_exist():
     assert "./setup.sh" in README and ".venv/bin/python -m pytest" in README
     for recipe in re.findall(r"recipes/[\w]+\.(?:yaml|py)", README):
