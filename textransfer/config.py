@@ -156,6 +156,8 @@ class TrainingConfig:
             (position/type embeddings and LayerNorm still train). Saves the optimiser about
             half its work on MiniLM and keeps unseen words' vectors aligned with seen ones.
         save_checkpoints (`bool`): write an Accelerate checkpoint after each epoch.
+        save_steps (`int`, *optional*): also write one every this many optimiser steps, so
+            ``--resume`` loses at most that many steps after a kill (``checkpointing.py``).
     """
 
     num_epochs: int = field(default=3, **_help("Passes over the training split."))
@@ -179,12 +181,15 @@ class TrainingConfig:
     freeze_patterns: List[str] = field(default_factory=list, **_help("Freeze parameters whose name matches a regex."))
     train_word_embeddings: bool = field(default=True, **_help("Train the word-embedding matrix."))
     save_checkpoints: bool = field(default=False, **_help("Write an Accelerate checkpoint after each epoch."))
+    save_steps: Optional[int] = field(default=None, **_help("Also checkpoint every N optimiser steps (for --resume)."))
 
     def __post_init__(self):
         positive = ("num_epochs", "batch_size", "eval_batch_size", "gradient_accumulation_steps")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
+        if self.save_steps is not None and self.save_steps < 1:
+            raise ConfigError(f"`save_steps` must be >= 1 (or null: off), got {self.save_steps}.")
         if self.max_steps is not None and self.max_steps < 1:
             raise ConfigError(f"`max_steps` must be >= 1, got {self.max_steps}.")
         if self.learning_rate <= 0:
@@ -236,6 +241,8 @@ class RunConfig:
         output_dir (`str`, *optional*): where results and the model go.
         overwrite_output_dir (`bool`): allow writing into a non-empty output directory.
         cache_dir (`str`, *optional*): datasets cache (tokenization results are reused from it).
+        resume (`bool`): continue the run in ``output_dir`` from its last complete checkpoint
+            (``textransfer run ... --resume``); finished stages are not trained again.
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -251,6 +258,7 @@ class RunConfig:
     overwrite_output_dir: bool = field(default=False, **_help("Allow writing into a non-empty output directory."))
     cache_dir: Optional[str] = field(default=None, **_help("datasets cache directory."))
     noise_resamples: int = field(default=1000, **_help("Paired bootstrap resamples for the negative-transfer test."))
+    resume: bool = field(default=False, **_help("Continue the run in output_dir from its last complete checkpoint."))
 
     def __post_init__(self):
         if self.target is None:

@@ -37,6 +37,8 @@ import datasets
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
+from .checkpointing import (KEEP_MODEL, StageCheckpoints, load_stage_model, prepare_checkpoint_root, record_stage,
+                            stage_done)
 from .config import RunConfig, TrainingConfig
 from .data import TaskData, load_task
 from .errors import OutputDirError
@@ -78,7 +80,14 @@ def _freeze(model, args: TrainingConfig):
 
 
 def _train_stage(name, model, tokenizer, data, tokenized, args: TrainingConfig, cfg: RunConfig, accelerator,
-                 checkpoint_root: Optional[Path]):
+                 checkpoint_root: Optional[Path], resume: bool = False):
+    # A stage that a killed run finished is not trained again (checkpointing.py)
+    done = stage_done(checkpoint_root, name) if checkpoint_root is not None and resume else None
+    if done is not None:
+        if accelerator.is_main_process:
+            tqdm.write(f"[{name}] finished in an earlier run; its results and model are reused (--resume)")
+        saved = load_stage_model(checkpoint_root, name) if name in KEEP_MODEL else None
+        return saved, done["summary"], done["test"]
     report = _freeze(model, args)
     if accelerator.is_main_process:
         tqdm.write(f"[{name}] {data.name}: {report.trainable:,} / {report.total:,} parameters trainable "
@@ -87,7 +96,7 @@ def _train_stage(name, model, tokenizer, data, tokenized, args: TrainingConfig, 
         model, tokenizer, args, accelerator, cfg.metrics, seed=cfg.seed,
         head_parameters=head_parameter_names(model),
         checkpoint_dir=checkpoint_root / name if checkpoint_root else None,
-        desc=name,
+        desc=name, resume=resume,
     )
     result = trainer.train(tokenized["train"], tokenized["validation"])
     test = trainer.evaluate(tokenized["test"])
@@ -102,6 +111,11 @@ def _train_stage(name, model, tokenizer, data, tokenized, args: TrainingConfig, 
         "train_samples_per_s": round(result.train_samples_per_s, 2),
         "parameters": report.as_dict(),
     }
+    if checkpoint_root is not None:
+        record_stage(checkpoint_root, name, {"summary": summary, "test": test},
+                     model=trainer.model if name in KEEP_MODEL else None, tokenizer=tokenizer, accelerator=accelerator)
+        if not args.save_checkpoints:  # the stage's step checkpoints are of no use once it is recorded
+            StageCheckpoints(checkpoint_root / name, accelerator).clear()
     return trainer.model, summary, test
 
 
@@ -130,13 +144,16 @@ def prepare(cfg: RunConfig):
     return tokenizer, tasks
 
 
-def run_transfer(cfg: RunConfig, output_dir: Optional[str] = None, overwrite: Optional[bool] = None) -> Dict[str, Any]:
+def run_transfer(cfg: RunConfig, output_dir: Optional[str] = None, overwrite: Optional[bool] = None,
+                 resume: Optional[bool] = None) -> Dict[str, Any]:
     """Run source training, target transfer and the baseline; write and return the results.
 
     Args:
         cfg (`RunConfig`): the run's configuration.
         output_dir (`str`, *optional*): overrides ``cfg.output_dir``.
         overwrite (`bool`, *optional*): overrides ``cfg.overwrite_output_dir``.
+        resume (`bool`, *optional*): overrides ``cfg.resume``: continue a killed or interrupted
+            run in ``output_dir`` from its last complete checkpoint, skipping finished stages.
 
     Returns:
         The ``results.json`` content as a dict.
@@ -146,11 +163,15 @@ def run_transfer(cfg: RunConfig, output_dir: Optional[str] = None, overwrite: Op
         cfg.output_dir = str(output_dir)
     if overwrite is not None:
         cfg.overwrite_output_dir = overwrite
-    out = check_output_dir(cfg.output_dir, cfg.overwrite_output_dir)
+    if resume is not None:
+        cfg.resume = resume
+    # resuming writes into the run's own (non-empty) folder; prepare_checkpoint_root checks it is one
+    out = check_output_dir(cfg.output_dir, cfg.overwrite_output_dir or cfg.resume)
 
     timings: Dict[str, float] = {}
     t_start = time.perf_counter()
     accelerator = make_accelerator(cfg.mixed_precision)
+    checkpoint_root = prepare_checkpoint_root(out, cfg, accelerator) if out is not None else None
 
     t0 = time.perf_counter()
     with accelerator.main_process_first():
@@ -161,7 +182,6 @@ def run_transfer(cfg: RunConfig, output_dir: Optional[str] = None, overwrite: Op
     with accelerator.main_process_first():
         tokenized = {name: tokenize_splits(task.splits, tokenizer, cfg.model.max_length) for name, task in tasks.items()}
     timings["tokenize_s"] = time.perf_counter() - t0
-    checkpoint_root = out / "checkpoints" if out is not None else None
 
     results: Dict[str, Any] = {"model": cfg.model.name_or_path, "seed": cfg.seed}
     target = tasks["target"]
@@ -173,7 +193,7 @@ def run_transfer(cfg: RunConfig, output_dir: Optional[str] = None, overwrite: Op
         model = _seeded(cfg.seed, load_for_classification, cfg.model, source.label_names)
         source_model, source_summary, _ = _train_stage(
             "source", model, tokenizer, source, tokenized["source"], cfg.source_training, cfg, accelerator,
-            checkpoint_root)
+            checkpoint_root, cfg.resume)
         timings["source_s"] = time.perf_counter() - t0
         source_summary["label_names"] = source.label_names
         source_summary["data"] = _data_info(source)
@@ -187,7 +207,7 @@ def run_transfer(cfg: RunConfig, output_dir: Optional[str] = None, overwrite: Op
         transfer_model = _seeded(cfg.seed, load_for_classification, cfg.model, target.label_names)
     transfer_model, transfer_summary, transfer_test = _train_stage(
         "target", transfer_model, tokenizer, target, tokenized["target"], cfg.target_training, cfg, accelerator,
-        checkpoint_root)
+        checkpoint_root, cfg.resume)
     timings["target_s"] = time.perf_counter() - t0
     results["target"] = {"task": target.name, "label_names": target.label_names,
                          "test_rows": len(transfer_test["references"]), "data": _data_info(target),
@@ -199,7 +219,7 @@ def run_transfer(cfg: RunConfig, output_dir: Optional[str] = None, overwrite: Op
         baseline_model = _seeded(cfg.seed, load_for_classification, cfg.model, target.label_names)
         _, baseline_summary, baseline_test = _train_stage(
             "baseline", baseline_model, tokenizer, target, tokenized["target"], cfg.target_training, cfg,
-            accelerator, checkpoint_root)
+            accelerator, checkpoint_root, cfg.resume)
         timings["baseline_s"] = time.perf_counter() - t0
         results["target"]["baseline"] = baseline_summary
         _compare(results, cfg, transfer_test, baseline_test, target.num_labels)
