@@ -165,6 +165,11 @@ class StageTrainer:
         (see ``checkpointing.py``).
         """
         args, acc = self.args, self.accelerator
+        # One accelerator serves every stage; what earlier stages (or an evaluation) prepared
+        # must not be in this stage's checkpoints, or a resumed run, which skips finished
+        # stages, would load another stage's weights into this model.
+        acc.free_memory()
+        acc._custom_objects.clear()
         set_seed(self.seed)
         acc.gradient_accumulation_steps = args.gradient_accumulation_steps
         loader = train_dataloader(train_ds, self.tokenizer, args.batch_size, self.seed, args.group_by_length,
@@ -220,7 +225,6 @@ class StageTrainer:
                    disable=not acc.is_local_main_process, dynamic_ncols=True)
         with StopOnInterrupt(acc) as stop:
             for epoch in range(start_epoch, num_epochs):
-                sampler.set_epoch(epoch)
                 model.train()
                 start = time.perf_counter()
                 epoch_loader, batch_index = loader, skip
@@ -229,6 +233,11 @@ class StageTrainer:
                 else:
                     running, seen_batches, epoch_samples = 0.0, 0, 0
                 skip = 0
+                # Accelerate's loader re-sets the sampler's epoch to its own iteration count when
+                # iterated; a resumed run starts that count at 0, so it is set explicitly.
+                for obj in (epoch_loader, sampler):
+                    if hasattr(obj, "set_epoch"):
+                        obj.set_epoch(epoch)
                 for batch in epoch_loader:
                     if pending_rng is not None:
                         restore_rng(pending_rng)
