@@ -52,7 +52,7 @@ class LengthGroupedBatchSampler(Sampler[List[int]]):
         num_replicas: int = 1,
     ):
         self.lengths = torch.as_tensor(list(lengths))
-        self.batch_size = batch_size
+        self.per_process_batch_size = batch_size
         self.seed = seed
         self.megabatch = max(1, megabatch_mult) * batch_size
         self.shuffle = shuffle
@@ -61,11 +61,19 @@ class LengthGroupedBatchSampler(Sampler[List[int]]):
         self.num_replicas = max(1, num_replicas)
         self.epoch = 0
 
+    @property
+    def batch_size(self):
+        # Accelerate's BatchSamplerShard refills any batch shorter than `batch_size` with
+        # examples from the epoch's start (duplicates); under several processes our batches are
+        # already cut evenly for them, so it is told None ("batches of varying length") and
+        # passes them through as they are.
+        return self.per_process_batch_size if self.num_replicas == 1 else None
+
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        n, size = len(self.lengths), self.batch_size * self.num_replicas
+        n, size = len(self.lengths), self.per_process_batch_size * self.num_replicas
         full, rest = divmod(n, size)
         if self.num_replicas == 1:
             return full if self.drop_last or not rest else full + 1
@@ -74,9 +82,9 @@ class LengthGroupedBatchSampler(Sampler[List[int]]):
 
     def batches(self) -> List[List[int]]:
         if self.num_replicas == 1:
-            return self._global_batches(self.batch_size)
+            return self._global_batches(self.per_process_batch_size)
         out = []
-        for batch in self._global_batches(self.batch_size * self.num_replicas):
+        for batch in self._global_batches(self.per_process_batch_size * self.num_replicas):
             if len(batch) < self.num_replicas:
                 continue  # too few left for every process to get one (at most num_replicas - 1 examples)
             # a short last global batch is cut into near-equal parts, one per process
@@ -86,7 +94,7 @@ class LengthGroupedBatchSampler(Sampler[List[int]]):
 
     def _global_batches(self, batch_size: int) -> List[List[int]]:
         n = len(self.lengths)
-        megabatch = self.megabatch // self.batch_size * batch_size
+        megabatch = self.megabatch // self.per_process_batch_size * batch_size
         g = torch.Generator().manual_seed(self.seed + self.epoch)
         order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
         if self.group_by_length:

@@ -35,6 +35,7 @@ from transformers import get_scheduler
 from .batching import eval_dataloader, sort_by_length, train_dataloader
 from .checkpointing import StageCheckpoints, StopOnInterrupt, capture_rng, restore_rng
 from .config import TrainingConfig
+from .distributed import cpu_world
 from .errors import ConfigError
 from .metrics import compute_metrics
 
@@ -54,7 +55,8 @@ def make_accelerator(mixed_precision: str = "no", cpu: bool = False) -> Accelera
     if state and state.get("_mixed_precision", mixed_precision) != mixed_precision:
         if state.get("num_processes", 1) == 1:
             AcceleratorState._reset_state(reset_partial_state=False)
-    return Accelerator(mixed_precision=mixed_precision, cpu=cpu)
+    # several processes on a machine without GPUs: Accelerate needs cpu=True to start gloo
+    return Accelerator(mixed_precision=mixed_precision, cpu=cpu or cpu_world())
 
 
 @dataclass
