@@ -171,7 +171,6 @@ def run_transfer(cfg: RunConfig, output_dir: Optional[str] = None, overwrite: Op
     timings: Dict[str, float] = {}
     t_start = time.perf_counter()
     accelerator = make_accelerator(cfg.mixed_precision)
-    checkpoint_root = prepare_checkpoint_root(out, cfg, accelerator) if out is not None else None
 
     t0 = time.perf_counter()
     with accelerator.main_process_first():
@@ -182,6 +181,8 @@ def run_transfer(cfg: RunConfig, output_dir: Optional[str] = None, overwrite: Op
     with accelerator.main_process_first():
         tokenized = {name: tokenize_splits(task.splits, tokenizer, cfg.model.max_length) for name, task in tasks.items()}
     timings["tokenize_s"] = time.perf_counter() - t0
+    # only now, with every input checked, is anything written to the output folder
+    checkpoint_root = prepare_checkpoint_root(out, cfg, accelerator) if out is not None else None
 
     results: Dict[str, Any] = {"model": cfg.model.name_or_path, "seed": cfg.seed}
     target = tasks["target"]
