@@ -5,12 +5,11 @@ import math
 import pytest
 import torch
 
-from conftest import ARCHITECTURES, random_batch, tiny_model, token_dataset
+from conftest import random_batch, tiny_model, token_dataset
 from textransfer import ConfigError, RunConfig, TrainingConfig, available_strategies, get_strategy
 from textransfer.layerwise import num_depths, parameter_depths
 from textransfer.modeling import head_parameter_names
-from textransfer.strategies.adaptation import AlignmentModel
-from textransfer.strategies.base import classify_with_features, masked_mean, wrapping_trainer
+from textransfer.strategies.base import classify_with_features, masked_mean
 from textransfer.strategies.coral import CORALConfig, CORALModel, coral_loss
 from textransfer.strategies.dann import DANNConfig, DANNModel, ganin_lambda, reverse_gradient
 from textransfer.strategies.joint import JointModel

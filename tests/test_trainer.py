@@ -110,9 +110,10 @@ def test_checkpoints_written_and_loadable(pad_tokenizer, tmp_path):
     t.checkpoint_dir = tmp_path / "ckpt"
     t.train(token_dataset(16))
     kept = sorted(p.name for p in (tmp_path / "ckpt").iterdir())
-    assert kept == ["epoch-2"]
-    files = {p.name for p in (tmp_path / "ckpt" / "epoch-2").iterdir()}
+    assert kept == ["step-000000004"]  # 2 epochs of 2 steps; only the newest is kept
+    files = {p.name for p in (tmp_path / "ckpt" / "step-000000004").iterdir()}
     assert any(f.startswith("optimizer") for f in files) and any(f.startswith("model") for f in files)
+    assert {"COMPLETE", "loop.json"} <= files
 
 
 def test_bf16_mixed_precision_runs_on_cpu(pad_tokenizer):

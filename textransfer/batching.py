@@ -30,6 +30,14 @@ class LengthGroupedBatchSampler(Sampler[List[int]]):
         megabatch_mult (`int`, *optional*, defaults to 50): a mega-batch holds this many batches.
         shuffle (`bool`): shuffle examples and batch order; ``False`` gives sorted, fixed batches.
         drop_last (`bool`): drop a final incomplete batch.
+        num_replicas (`int`, *optional*, defaults to 1): processes the batches are shared by.
+
+    Under ``num_replicas`` processes the sampler groups, pads and shuffles *global* batches of
+    ``batch_size * num_replicas`` examples, exactly as one process with that batch size would,
+    then cuts each into ``num_replicas`` consecutive per-process batches. Accelerate's
+    ``BatchSamplerShard`` hands batch ``i`` to process ``i % num_replicas``, so at every step
+    the processes together train on one global batch: N processes of batch B see the same
+    data, in the same order, as one process of batch N*B (the DDP test relies on this).
     """
 
     def __init__(
@@ -41,37 +49,64 @@ class LengthGroupedBatchSampler(Sampler[List[int]]):
         shuffle: bool = True,
         drop_last: bool = False,
         group_by_length: bool = True,
+        num_replicas: int = 1,
     ):
         self.lengths = torch.as_tensor(list(lengths))
-        self.batch_size = batch_size
+        self.per_process_batch_size = batch_size
         self.seed = seed
         self.megabatch = max(1, megabatch_mult) * batch_size
         self.shuffle = shuffle
         self.drop_last = drop_last
         self.group_by_length = group_by_length
+        self.num_replicas = max(1, num_replicas)
         self.epoch = 0
+
+    @property
+    def batch_size(self):
+        # Accelerate's BatchSamplerShard refills any batch shorter than `batch_size` with
+        # examples from the epoch's start (duplicates); under several processes our batches are
+        # already cut evenly for them, so it is told None ("batches of varying length") and
+        # passes them through as they are.
+        return self.per_process_batch_size if self.num_replicas == 1 else None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        n = len(self.lengths)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        n, size = len(self.lengths), self.per_process_batch_size * self.num_replicas
+        full, rest = divmod(n, size)
+        if self.num_replicas == 1:
+            return full if self.drop_last or not rest else full + 1
+        # a short last global batch is kept, split across processes, when each gets an example
+        return self.num_replicas * (full + (0 if self.drop_last or rest < self.num_replicas else 1))
 
     def batches(self) -> List[List[int]]:
+        if self.num_replicas == 1:
+            return self._global_batches(self.per_process_batch_size)
+        out = []
+        for batch in self._global_batches(self.per_process_batch_size * self.num_replicas):
+            if len(batch) < self.num_replicas:
+                continue  # too few left for every process to get one (at most num_replicas - 1 examples)
+            # a short last global batch is cut into near-equal parts, one per process
+            cuts = torch.linspace(0, len(batch), self.num_replicas + 1).round().long().tolist()
+            out.extend(batch[cuts[i] : cuts[i + 1]] for i in range(self.num_replicas))
+        return out
+
+    def _global_batches(self, batch_size: int) -> List[List[int]]:
         n = len(self.lengths)
+        megabatch = self.megabatch // self.per_process_batch_size * batch_size
         g = torch.Generator().manual_seed(self.seed + self.epoch)
         order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
         if self.group_by_length:
             groups = []
-            for start in range(0, n, self.megabatch):
-                chunk = order[start : start + self.megabatch]
+            for start in range(0, n, megabatch):
+                chunk = order[start : start + megabatch]
                 # stable sort keeps the seeded order among equal lengths
                 chunk = chunk[torch.sort(self.lengths[chunk], descending=True, stable=True).indices]
                 groups.append(chunk)
             order = torch.cat(groups) if groups else order
-        batches = [order[i : i + self.batch_size].tolist() for i in range(0, n, self.batch_size)]
-        if self.drop_last and batches and len(batches[-1]) < self.batch_size:
+        batches = [order[i : i + batch_size].tolist() for i in range(0, n, batch_size)]
+        if self.drop_last and batches and len(batches[-1]) < batch_size:
             batches.pop()
         if self.shuffle:
             perm = torch.randperm(len(batches), generator=g).tolist()
@@ -93,8 +128,10 @@ class Collator:
         return self.pad(features)
 
 
-def train_dataloader(ds, tokenizer, batch_size: int, seed: int, group_by_length: bool = True) -> DataLoader:
-    sampler = LengthGroupedBatchSampler(ds["length"], batch_size, seed=seed, group_by_length=group_by_length)
+def train_dataloader(ds, tokenizer, batch_size: int, seed: int, group_by_length: bool = True,
+                     num_replicas: int = 1) -> DataLoader:
+    sampler = LengthGroupedBatchSampler(ds["length"], batch_size, seed=seed, group_by_length=group_by_length,
+                                        num_replicas=num_replicas)
     return DataLoader(ds, batch_sampler=sampler, collate_fn=Collator(tokenizer))
 
 

@@ -24,6 +24,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     parser.add_argument("--config", dest="config_opt", help="recipe YAML file (same as the positional argument)")
     parser.add_argument("--output-dir", help="where results.json, config.yaml and model/ go")
     parser.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --output-dir")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --output-dir from its last complete checkpoint (after a kill or Ctrl-C)")
     parser.add_argument("overrides", nargs="*", metavar="section.option=value",
                         help="override any config field, e.g. target.k_per_class=16 target_training.num_epochs=2")
     return parser
@@ -58,6 +60,15 @@ def split_overrides(argv: List[str]) -> List[str]:
     return out
 
 
+def resume_hint(config: str, output_dir: str, overrides: List[str]) -> str:
+    """What to type to continue an interrupted run (the same config and overrides, plus --resume)."""
+    import shlex
+
+    cmd = ["textransfer", "run", config, "--output-dir", output_dir, *overrides, "--resume"]
+    return ("\ninterrupted: the last complete checkpoint is kept in "
+            f"{output_dir}/checkpoints. Continue with:\n  {' '.join(shlex.quote(c) for c in cmd)}")
+
+
 def run_command(args: argparse.Namespace) -> int:
     from .config import RunConfig
     from .report import results_table
@@ -73,7 +84,15 @@ def run_command(args: argparse.Namespace) -> int:
     output_dir = args.output_dir or cfg.output_dir
     if output_dir is None:
         raise TextransferError("no output directory: pass --output-dir DIR (or set `output_dir` in the config)")
-    results = run_transfer(cfg, output_dir=output_dir, overwrite=args.overwrite or cfg.overwrite_output_dir)
+    try:
+        results = run_transfer(cfg, output_dir=output_dir, overwrite=args.overwrite or cfg.overwrite_output_dir,
+                               resume=args.resume or cfg.resume)
+    except KeyboardInterrupt:
+        from accelerate import PartialState
+
+        if PartialState().is_main_process:
+            print(resume_hint(config, output_dir, overrides), file=sys.stderr)
+        raise
     from accelerate import PartialState
 
     if PartialState().is_main_process:

@@ -161,6 +161,8 @@ class TrainingConfig:
         unfreeze_every_steps (`int`, *optional*): unfreezing phase length in optimiser steps.
         layerwise_lr_decay (`float`, *optional*): LLRD: depth ``d`` from the top trains at
             ``learning_rate * layerwise_lr_decay ** d`` (see ``layerwise.py``).
+        save_steps (`int`, *optional*): also write one every this many optimiser steps, so
+            ``--resume`` loses at most that many steps after a kill (``checkpointing.py``).
     """
 
     num_epochs: int = field(default=3, **_help("Passes over the training split."))
@@ -187,12 +189,15 @@ class TrainingConfig:
     gradual_unfreezing: bool = field(default=False, **_help("Head first, then one more layer each epoch (or unfreeze_every_steps)."))
     unfreeze_every_steps: Optional[int] = field(default=None, **_help("Unfreeze one more layer every N optimiser steps."))
     layerwise_lr_decay: Optional[float] = field(default=None, **_help("LLRD: lr * decay**depth from the top (head at full lr)."))
+    save_steps: Optional[int] = field(default=None, **_help("Also checkpoint every N optimiser steps (for --resume)."))
 
     def __post_init__(self):
         positive = ("num_epochs", "batch_size", "eval_batch_size", "gradient_accumulation_steps")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
+        if self.save_steps is not None and self.save_steps < 1:
+            raise ConfigError(f"`save_steps` must be >= 1 (or null: off), got {self.save_steps}.")
         if self.max_steps is not None and self.max_steps < 1:
             raise ConfigError(f"`max_steps` must be >= 1, got {self.max_steps}.")
         if self.learning_rate <= 0:
@@ -251,6 +256,8 @@ class RunConfig:
         strategy (`StrategyConfig`): how the transfer arm is trained, e.g.
             ``{name: l2sp, alpha: 0.01}``; each strategy's options are its config dataclass's
             fields (``textransfer/strategies``). Defaults to ``finetune``.
+        resume (`bool`): continue the run in ``output_dir`` from its last complete checkpoint
+            (``textransfer run ... --resume``); finished stages are not trained again.
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -267,6 +274,7 @@ class RunConfig:
     cache_dir: Optional[str] = field(default=None, **_help("datasets cache directory."))
     noise_resamples: int = field(default=1000, **_help("Paired bootstrap resamples for the negative-transfer test."))
     strategy: Any = field(default=None, **_help("Transfer strategy and its options, e.g. {name: l2sp, alpha: 0.01}."))
+    resume: bool = field(default=False, **_help("Continue the run in output_dir from its last complete checkpoint."))
 
     def __post_init__(self):
         if self.target is None:

@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import logging
 import math
-import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -34,7 +33,9 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from .batching import eval_dataloader, sort_by_length, train_dataloader
+from .checkpointing import StageCheckpoints, StopOnInterrupt, capture_rng, restore_rng
 from .config import TrainingConfig
+from .distributed import cpu_world
 from .errors import ConfigError
 from .metrics import compute_metrics
 
@@ -54,7 +55,8 @@ def make_accelerator(mixed_precision: str = "no", cpu: bool = False) -> Accelera
     if state and state.get("_mixed_precision", mixed_precision) != mixed_precision:
         if state.get("num_processes", 1) == 1:
             AcceleratorState._reset_state(reset_partial_state=False)
-    return Accelerator(mixed_precision=mixed_precision, cpu=cpu)
+    # several processes on a machine without GPUs: Accelerate needs cpu=True to start gloo
+    return Accelerator(mixed_precision=mixed_precision, cpu=cpu or cpu_world())
 
 
 @dataclass
@@ -91,7 +93,8 @@ class StageTrainer:
         seed (`int`): seed of shuffling and dropout.
         head_parameters (`list[str]`, *optional*): names of the new head's parameters, which
             get ``args.head_learning_rate`` when set.
-        checkpoint_dir (`Path`, *optional*): where ``save_state`` checkpoints go.
+        checkpoint_dir (`Path`, *optional*): where checkpoints go (``checkpointing.py``).
+        resume (`bool`): continue from the newest complete checkpoint in ``checkpoint_dir``.
         desc (`str`): label of the progress bar.
 
     Subclasses change the objective by overriding :meth:`compute_loss`; strategies use the
@@ -113,6 +116,7 @@ class StageTrainer:
         head_parameters: Optional[List[str]] = None,
         checkpoint_dir: Optional[Path] = None,
         desc: str = "train",
+        resume: bool = False,
     ):
         self.model = model
         self.tokenizer = tokenizer
@@ -123,6 +127,7 @@ class StageTrainer:
         self.head_parameters = set(head_parameters or [])
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.desc = desc
+        self.resume = resume
 
     # ------------------------------------------------------------------ pieces
     def parameter_groups(self) -> List[Dict[str, Any]]:
@@ -171,11 +176,23 @@ class StageTrainer:
     # ------------------------------------------------------------------ train
     def train(self, train_ds, eval_ds=None, aux_ds=None) -> StageResult:
         """Train on ``train_ds``, evaluating on ``eval_ds`` after each epoch; ``aux_ds`` (e.g.
-        unlabelled target text) is cycled alongside and passed to :meth:`compute_loss`."""
+        unlabelled target text) is cycled alongside and passed to :meth:`compute_loss`.
+
+        With ``checkpoint_dir`` set, a checkpoint is written every ``args.save_steps``
+        optimiser steps, after each epoch when ``args.save_checkpoints``, and when Ctrl-C
+        stops training; with ``resume`` set, training continues from the newest complete one
+        (see ``checkpointing.py``).
+        """
         args, acc = self.args, self.accelerator
+        # One accelerator serves every stage; what earlier stages (or an evaluation) prepared
+        # must not be in this stage's checkpoints, or a resumed run, which skips finished
+        # stages, would load another stage's weights into this model.
+        acc.free_memory()
+        acc._custom_objects.clear()
         set_seed(self.seed)
         acc.gradient_accumulation_steps = args.gradient_accumulation_steps
-        loader = train_dataloader(train_ds, self.tokenizer, args.batch_size, self.seed, args.group_by_length)
+        loader = train_dataloader(train_ds, self.tokenizer, args.batch_size, self.seed, args.group_by_length,
+                                  num_replicas=acc.num_processes)
         sampler = loader.batch_sampler
         optimizer = self.create_optimizer()
         steps_per_epoch = math.ceil(len(loader) / acc.num_processes / args.gradient_accumulation_steps)
@@ -192,7 +209,6 @@ class StageTrainer:
         # loader), while ours is sized in this process's optimiser steps; so we step it
         # ourselves, once per real optimiser step, and register it for checkpoints.
         model, optimizer, loader = acc.prepare(self.model, optimizer, loader)
-        aux_batches = self._cycle(aux_ds) if aux_ds is not None else None
         unfreezing = None
         if args.gradual_unfreezing:
             from .layerwise import GradualUnfreezing
@@ -206,68 +222,122 @@ class StageTrainer:
         result = StageResult()
         best_state = None
         stale = 0
-        bar = tqdm(total=total_steps, desc=self.desc, disable=not acc.is_local_main_process, dynamic_ncols=True)
-        for epoch in range(num_epochs):
-            sampler.set_epoch(epoch)
-            model.train()
-            start = time.perf_counter()
-            running, seen_batches, epoch_samples = 0.0, 0, 0
-            for batch in loader:
-                self.on_step(result.optimizer_steps, total_steps)
-                with acc.accumulate(model):
-                    if aux_batches is not None:
-                        loss = self.compute_loss(model, batch, aux_batch=next(aux_batches))
-                    else:
-                        loss = self.compute_loss(model, batch)
-                    acc.backward(loss)
-                    if acc.sync_gradients and unfreezing is not None:
-                        # after the all-reduce: not-yet-unfrozen parameters get no update (layerwise.py)
-                        unfreezing.mask_gradients(model.parameters(), result.optimizer_steps, epoch)
-                    if acc.sync_gradients and args.max_grad_norm:
-                        acc.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                    optimizer.step()  # a no-op while accumulating (Accelerate skips it)
-                    if acc.sync_gradients:
-                        scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-                epoch_samples += batch["input_ids"].shape[0]
-                running += loss.detach().float().item()
-                seen_batches += 1
-                if acc.sync_gradients:
-                    result.optimizer_steps += 1
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{running / seen_batches:.4f}", epoch=epoch + 1)
-                    if result.optimizer_steps >= total_steps:
-                        break
-            result.train_time_s += time.perf_counter() - start
-            result.train_samples += epoch_samples * acc.num_processes
-            entry: Dict[str, Any] = {"epoch": epoch + 1, "step": result.optimizer_steps,
-                                     "train_loss": running / max(seen_batches, 1),
-                                     "learning_rate": scheduler.get_last_lr()[0]}
-            if eval_loader is not None:
-                t0 = time.perf_counter()
-                metrics, _, _ = self._evaluate_loader(model, eval_loader)
-                result.eval_time_s += time.perf_counter() - t0
-                entry.update({f"eval_{k}": v for k, v in metrics.items()})
-                value = metrics[args.metric_for_best_model]
-                if self._better(value, result.best_metric):
-                    result.best_metric, result.best_epoch, stale = value, epoch + 1, 0
-                    if args.load_best_model_at_end:
-                        best_state = {k: v.detach().to("cpu", copy=True)
-                                      for k, v in acc.unwrap_model(model).state_dict().items()}
-                else:
-                    stale += 1
-            result.history.append(entry)
-            if self.checkpoint_dir is not None and args.save_checkpoints:
-                self._checkpoint(epoch + 1)
+        # where the loop is: (epoch, batches of this process consumed in it) and the running loss
+        start_epoch, skip, running, seen_batches, epoch_samples = 0, 0, 0.0, 0, 0
+        pending_rng = None
+        ckpt = StageCheckpoints(self.checkpoint_dir, acc) if self.checkpoint_dir is not None else None
+        if ckpt is not None and self.resume and (latest := ckpt.latest()) is not None:
+            loop, best_state = ckpt.load(latest)
+            result = StageResult(**loop["result"])
+            stale, start_epoch, skip = loop["stale"], loop["epoch"], loop["batch"]
+            running, seen_batches, epoch_samples = loop["running"], loop["seen_batches"], loop["epoch_samples"]
+            # Creating the resumed data iterator draws from the global RNG (torch's DataLoader
+            # seeds its workers from it); an uninterrupted run drew that at the epoch's start,
+            # before the checkpoint. So the RNG states are put back once the first batch is in.
+            pending_rng = capture_rng()
             if acc.is_local_main_process:
-                # 4 significant digits, not 4 decimals: a learning rate of 2.7e-05 must not print as 0.0
-                shown = {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in entry.items()}
-                bar.write(f"[{self.desc}] {shown}")
-            if result.optimizer_steps >= total_steps:
-                break
-            if args.early_stopping_patience and stale >= args.early_stopping_patience:
-                result.stopped_early = True
-                break
+                tqdm.write(f"[{self.desc}] resuming from {latest} (epoch {start_epoch + 1}, batch {skip}, "
+                           f"step {result.optimizer_steps})")
+
+        # one auxiliary batch per main batch: on resume, skip as many as the main loop consumed
+        aux_batches = self._cycle(aux_ds, start=start_epoch * len(loader) + skip) if aux_ds is not None else None
+
+        def save(epoch: int, batch: int, elapsed: float) -> None:
+            loop = {"stage": self.desc, "epoch": epoch, "batch": batch, "stale": stale, "running": running,
+                    "seen_batches": seen_batches, "epoch_samples": epoch_samples,
+                    "result": dict(asdict(result), train_time_s=result.train_time_s + elapsed)}
+            ckpt.save(result.optimizer_steps, loop, best_state)
+
+        bar = tqdm(total=total_steps, initial=result.optimizer_steps, desc=self.desc,
+                   disable=not acc.is_local_main_process, dynamic_ncols=True)
+        with StopOnInterrupt(acc) as stop:
+            for epoch in range(start_epoch, num_epochs):
+                model.train()
+                start = time.perf_counter()
+                epoch_loader, batch_index = loader, skip
+                if skip:
+                    epoch_loader = acc.skip_first_batches(loader, skip)
+                else:
+                    running, seen_batches, epoch_samples = 0.0, 0, 0
+                skip = 0
+                # Accelerate's loader re-sets the sampler's epoch to its own iteration count when
+                # iterated; a resumed run starts that count at 0, so it is set explicitly.
+                for obj in (epoch_loader, sampler):
+                    if hasattr(obj, "set_epoch"):
+                        obj.set_epoch(epoch)
+                for batch in epoch_loader:
+                    if pending_rng is not None:
+                        restore_rng(pending_rng)
+                        pending_rng = None
+                    self.on_step(result.optimizer_steps, total_steps)
+                    with acc.accumulate(model):
+                        if aux_batches is not None:
+                            loss = self.compute_loss(model, batch, aux_batch=next(aux_batches))
+                        else:
+                            loss = self.compute_loss(model, batch)
+                        acc.backward(loss)
+                        if acc.sync_gradients and unfreezing is not None:
+                            # after the all-reduce: not-yet-unfrozen parameters get no update (layerwise.py)
+                            unfreezing.mask_gradients(model.parameters(), result.optimizer_steps, epoch)
+                        if acc.sync_gradients and args.max_grad_norm:
+                            acc.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                        optimizer.step()  # a no-op while accumulating (Accelerate skips it)
+                        if acc.sync_gradients:
+                            scheduler.step()
+                        optimizer.zero_grad(set_to_none=True)
+                    epoch_samples += batch["input_ids"].shape[0]
+                    running += loss.detach().float().item()
+                    seen_batches += 1
+                    batch_index += 1
+                    if acc.sync_gradients:
+                        result.optimizer_steps += 1
+                        bar.update(1)
+                        bar.set_postfix(loss=f"{running / seen_batches:.4f}", epoch=epoch + 1)
+                        if result.optimizer_steps >= total_steps:
+                            break
+                        interrupted = stop.requested()
+                        if ckpt is not None and (interrupted or (args.save_steps and
+                                                                 result.optimizer_steps % args.save_steps == 0)):
+                            save(epoch, batch_index, time.perf_counter() - start)
+                        if interrupted:
+                            raise KeyboardInterrupt(f"{self.desc}: stopped at step {result.optimizer_steps}")
+                if pending_rng is not None:  # resumed at the very end of an epoch: no batch came
+                    restore_rng(pending_rng)
+                    pending_rng = None
+                result.train_time_s += time.perf_counter() - start
+                result.train_samples += epoch_samples * acc.num_processes
+                entry: Dict[str, Any] = {"epoch": epoch + 1, "step": result.optimizer_steps,
+                                         "train_loss": running / max(seen_batches, 1),
+                                         "learning_rate": scheduler.get_last_lr()[0]}
+                if eval_loader is not None:
+                    t0 = time.perf_counter()
+                    metrics, _, _ = self._evaluate_loader(model, eval_loader)
+                    result.eval_time_s += time.perf_counter() - t0
+                    entry.update({f"eval_{k}": v for k, v in metrics.items()})
+                    value = metrics[args.metric_for_best_model]
+                    if self._better(value, result.best_metric):
+                        result.best_metric, result.best_epoch, stale = value, epoch + 1, 0
+                        if args.load_best_model_at_end:
+                            best_state = {k: v.detach().to("cpu", copy=True)
+                                          for k, v in acc.unwrap_model(model).state_dict().items()}
+                    else:
+                        stale += 1
+                result.history.append(entry)
+                if acc.is_local_main_process:
+                    # 4 significant digits, not 4 decimals: a learning rate of 2.7e-05 must not print as 0.0
+                    shown = {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in entry.items()}
+                    bar.write(f"[{self.desc}] {shown}")
+                if args.early_stopping_patience and stale >= args.early_stopping_patience:
+                    result.stopped_early = True
+                finished = result.optimizer_steps >= total_steps or result.stopped_early
+                interrupted = stop.requested()
+                if ckpt is not None and (args.save_checkpoints or interrupted):
+                    running, seen_batches, epoch_samples = 0.0, 0, 0
+                    save(num_epochs if finished else epoch + 1, 0, 0.0)
+                if finished:
+                    break
+                if interrupted:
+                    raise KeyboardInterrupt(f"{self.desc}: stopped after epoch {epoch + 1}")
         bar.close()
         if best_state is not None:
             acc.unwrap_model(model).load_state_dict(best_state)
@@ -275,24 +345,31 @@ class StageTrainer:
         acc.free_memory()
         return result
 
-    def _cycle(self, ds):
-        """Endless batches of ``ds`` (reshuffled each pass), sharded like the main loader."""
-        loader = train_dataloader(ds, self.tokenizer, self.args.batch_size, self.seed + 1, self.args.group_by_length)
+    def _cycle(self, ds, start: int = 0):
+        """Endless batches of ``ds`` (reshuffled each pass), sharded like the main loader,
+        starting after ``start`` batches (a resumed run continues where the stream was)."""
+        acc = self.accelerator
+        loader = train_dataloader(ds, self.tokenizer, self.args.batch_size, self.seed + 1, self.args.group_by_length,
+                                  num_replicas=acc.num_processes)
         sampler = loader.batch_sampler
-        loader = self.accelerator.prepare(loader)
-        epoch = 0
+        loader = acc.prepare(loader)
+        epoch, skip = divmod(start, max(len(loader), 1))
         while True:
-            sampler.set_epoch(epoch)
-            yield from loader
+            for obj in (loader, sampler):
+                if hasattr(obj, "set_epoch"):
+                    obj.set_epoch(epoch)
+            source = acc.skip_first_batches(loader, skip) if skip else loader
+            skip = 0
+            # Starting a pass draws a seed from the global RNG (torch's DataLoader); forking it
+            # keeps dropout's random stream the same whenever this pass starts, so a resumed
+            # run, which starts it at another moment, stays identical to an uninterrupted one.
+            with torch.random.fork_rng():
+                batches = iter(source)
+                first = next(batches, None)
+            if first is not None:
+                yield first
+                yield from batches
             epoch += 1
-
-    def _checkpoint(self, epoch: int) -> None:
-        directory = self.checkpoint_dir / f"epoch-{epoch}"
-        self.accelerator.save_state(str(directory))
-        if self.accelerator.is_main_process:
-            for old in self.checkpoint_dir.glob("epoch-*"):
-                if old != directory:
-                    shutil.rmtree(old, ignore_errors=True)
 
     # ------------------------------------------------------------------ evaluate
     @torch.no_grad()

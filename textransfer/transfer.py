@@ -38,11 +38,12 @@ import datasets
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
+from .checkpointing import StageCheckpoints, load_stage_model, prepare_checkpoint_root, record_stage, stage_done
 from .config import RunConfig, TrainingConfig
 from .data import TaskData, load_task
 from .errors import OutputDirError
 from .freezing import freeze
-from .modeling import head_parameter_names, load_for_classification, load_model_config, load_tokenizer, save_model, swap_head
+from .modeling import head_parameter_names, load_model_config, load_tokenizer, save_model
 from .report import (plot_confusion_matrix, plot_learning_curves, plot_transfer_gain, results_table, write_json,
                      atomic_write_text)
 from .significance import paired_bootstrap
@@ -82,6 +83,14 @@ def _train_stage(name, model, tokenizer, data, tokenized, args: TrainingConfig, 
                  checkpoint_root: Optional[Path], trainer_factory=None, aux_ds=None, train_ds=None):
     # trainer_factory / aux_ds / train_ds: a strategy's trainer subclass, its second dataset,
     # or a replacement training set (see textransfer/strategies)
+    from .strategies.base import unwrap
+
+    # A stage that a killed run finished is not trained again (checkpointing.py)
+    done = stage_done(checkpoint_root, name) if checkpoint_root is not None and cfg.resume else None
+    if done is not None:
+        if accelerator.is_main_process:
+            tqdm.write(f"[{name}] finished in an earlier run; its results and model are reused (--resume)")
+        return load_stage_model(checkpoint_root, name), done["summary"], done["test"]
     report = _freeze(model, args)
     if accelerator.is_main_process:
         tqdm.write(f"[{name}] {data.name}: {report.trainable:,} / {report.total:,} parameters trainable "
@@ -90,7 +99,7 @@ def _train_stage(name, model, tokenizer, data, tokenized, args: TrainingConfig, 
         model, tokenizer, args, accelerator, cfg.metrics, seed=cfg.seed,
         head_parameters=head_parameter_names(model),
         checkpoint_dir=checkpoint_root / name if checkpoint_root else None,
-        desc=name,
+        desc=name, resume=cfg.resume,
     )
     train_ds = tokenized["train"] if train_ds is None else train_ds
     result = trainer.train(train_ds, tokenized["validation"], **({"aux_ds": aux_ds} if aux_ds is not None else {}))
@@ -107,6 +116,13 @@ def _train_stage(name, model, tokenizer, data, tokenized, args: TrainingConfig, 
         "train_samples_per_s": round(result.train_samples_per_s, 2),
         "parameters": report.as_dict(),
     }
+    if checkpoint_root is not None:
+        # every stage's model is kept: a later stage, a strategy (e.g. a source-only baseline
+        # tested on the target) or the outputs may need it after a resume
+        record_stage(checkpoint_root, name, {"summary": summary, "test": test}, model=unwrap(trainer.model),
+                     tokenizer=tokenizer, accelerator=accelerator)
+        if not args.save_checkpoints:  # the stage's step checkpoints are of no use once it is recorded
+            StageCheckpoints(checkpoint_root / name, accelerator).clear()
     return trainer.model, summary, test
 
 
@@ -136,7 +152,7 @@ def prepare(cfg: RunConfig):
 
 
 def run_transfer(cfg: RunConfig, output_dir: Optional[str] = None, overwrite: Optional[bool] = None,
-                 baseline_cache: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+                 baseline_cache: Optional[Dict[str, Any]] = None, resume: Optional[bool] = None) -> Dict[str, Any]:
     """Run source training, target transfer and the baseline; write and return the results.
 
     Args:
@@ -145,6 +161,8 @@ def run_transfer(cfg: RunConfig, output_dir: Optional[str] = None, overwrite: Op
         overwrite (`bool`, *optional*): overrides ``cfg.overwrite_output_dir``.
         baseline_cache (`dict`, *optional*): baselines already trained under the same config
             (``compare`` shares one dict across strategies so the baseline trains once).
+        resume (`bool`, *optional*): overrides ``cfg.resume``: continue a killed or interrupted
+            run in ``output_dir`` from its last complete checkpoint, skipping finished stages.
 
     Returns:
         The ``results.json`` content as a dict.
@@ -154,7 +172,10 @@ def run_transfer(cfg: RunConfig, output_dir: Optional[str] = None, overwrite: Op
         cfg.output_dir = str(output_dir)
     if overwrite is not None:
         cfg.overwrite_output_dir = overwrite
-    out = check_output_dir(cfg.output_dir, cfg.overwrite_output_dir)
+    if resume is not None:
+        cfg.resume = resume
+    # resuming writes into the run's own (non-empty) folder; prepare_checkpoint_root checks it is one
+    out = check_output_dir(cfg.output_dir, cfg.overwrite_output_dir or cfg.resume)
     from .strategies import RunContext, get_strategy, train_baseline
 
     strategy = get_strategy(cfg.strategy)
@@ -172,7 +193,8 @@ def run_transfer(cfg: RunConfig, output_dir: Optional[str] = None, overwrite: Op
     with accelerator.main_process_first():
         tokenized = {name: tokenize_splits(task.splits, tokenizer, cfg.model.max_length) for name, task in tasks.items()}
     timings["tokenize_s"] = time.perf_counter() - t0
-    checkpoint_root = out / "checkpoints" if out is not None else None
+    # only now, with every input checked, is anything written to the output folder
+    checkpoint_root = prepare_checkpoint_root(out, cfg, accelerator) if out is not None else None
 
     results: Dict[str, Any] = {"model": cfg.model.name_or_path, "seed": cfg.seed,
                                "strategy": dataclasses.asdict(strategy.config)}

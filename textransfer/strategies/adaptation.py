@@ -33,7 +33,7 @@ from ..modeling import swap_head
 from ..tokenization import tokenize_dataset
 from ..trainer import StageTrainer
 from .base import (RunContext, Strategy, StrategyConfig, TransferOutcome, classify_with_features, masked_mean,
-                   model_inputs, register_strategy, unwrap, wrapping_trainer)
+                   model_inputs, unwrap, wrapping_trainer)
 
 _BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".txt": "text"}
 
