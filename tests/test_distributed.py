@@ -114,3 +114,30 @@ def test_two_processes_match_one(case, no_dropout_bert, tmp_path):
     moved = [k for k in wa if k.startswith("bert.") and k[5:] in pretrained
              and not torch.equal(wa[k], pretrained[k[5:]])]
     assert moved
+
+
+# Strategies with extra heads (joint: a second head; dann: a domain classifier behind gradient
+# reversal, fed by a second, unlabelled stream) and DDP-safe gradual unfreezing. Their losses
+# are means over the batch, so 2 processes of batch B must again equal 1 process of batch 2B.
+STRATEGY_CASES = {
+    "joint": ["strategy.name=joint"],
+    "dann": ["strategy.name=dann", "strategy.domain_dropout=0.0"],
+    "gradual_unfreezing": ["target_training.gradual_unfreezing=true", "target_training.unfreeze_every_steps=3"],
+}
+
+
+@pytest.mark.parametrize("case", sorted(STRATEGY_CASES))
+def test_strategies_two_processes_match_one(case, no_dropout_bert, tmp_path):
+    extra = STRATEGY_CASES[case] + ["baseline=false"]
+    ddp, ranks = _launch(tmp_path / "ddp", tmp_path / "ddp-record", _overrides(no_dropout_bert, BATCH, extra), 2)
+    one, _ = _launch(tmp_path / "one", tmp_path / "one-record", _overrides(no_dropout_bert, 2 * BATCH, extra), 1)
+    assert ddp["world_size"] == 2 and [r["world_size"] for r in ranks] == [2, 2]
+    assert ddp["strategy"]["name"] == one["strategy"]["name"]
+    assert ddp["target"]["transfer"]["optimizer_steps"] == one["target"]["transfer"]["optimizer_steps"] > 0
+    assert ddp["target"]["transfer"]["metrics"] == pytest.approx(one["target"]["transfer"]["metrics"], abs=1e-6)
+    assert ranks[0]["writes"] and not ranks[1]["writes"]
+    wa = load_file(str(tmp_path / "ddp" / "model" / "model.safetensors"))
+    wb = load_file(str(tmp_path / "one" / "model" / "model.safetensors"))
+    assert wa.keys() == wb.keys()
+    worst = max((wa[k] - wb[k]).abs().max().item() for k in wa)
+    assert worst < 1e-5, f"{case}: largest weight difference {worst}"

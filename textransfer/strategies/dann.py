@@ -26,13 +26,17 @@ class DANNConfig(AdaptationConfig):
         lambda_max (`float`): the reversal weight reached at the end of training.
         gamma (`float`): steepness of the schedule.
         domain_hidden (`int`): hidden units of the domain classifier.
+        domain_dropout (`float`): dropout inside the domain classifier.
     """
 
     lambda_max: float = field(default=1.0, **_help("dann: final gradient-reversal weight."))
     gamma: float = field(default=10.0, **_help("dann: steepness of lambda_p = 2/(1+exp(-gamma p)) - 1."))
     domain_hidden: int = field(default=256, **_help("dann: hidden units of the domain classifier."))
+    domain_dropout: float = field(default=0.1, **_help("dann: dropout inside the domain classifier."))
 
     def __post_init__(self):
+        if not 0.0 <= self.domain_dropout < 1.0:
+            raise ConfigError(f"`strategy.domain_dropout` must be in [0, 1); got {self.domain_dropout}.")
         if self.lambda_max < 0 or self.gamma <= 0 or self.domain_hidden < 1:
             raise ConfigError("`strategy.lambda_max` must be >= 0, `strategy.gamma` > 0 and "
                               f"`strategy.domain_hidden` >= 1; got {self.lambda_max}, {self.gamma}, {self.domain_hidden}.")
@@ -67,7 +71,7 @@ class DANNModel(AlignmentModel):
         super().__init__(model)
         hidden = model.config.hidden_size if hasattr(model.config, "hidden_size") else model.config.dim
         self.domain_classifier = torch.nn.Sequential(
-            torch.nn.Linear(hidden, config.domain_hidden), torch.nn.ReLU(), torch.nn.Dropout(0.1),
+            torch.nn.Linear(hidden, config.domain_hidden), torch.nn.ReLU(), torch.nn.Dropout(config.domain_dropout),
             torch.nn.Linear(config.domain_hidden, 1))
         self.config = config
         self.reversal_weight = 0.0
