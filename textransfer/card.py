@@ -44,6 +44,13 @@ def _hub_dataset_id(task: Optional[Dict[str, Any]]) -> Optional[str]:
     return path
 
 
+def _hub_model_id(name: Optional[str]) -> Optional[str]:
+    """``base_model`` must be a Hub id; a local folder is named in the text only."""
+    if not name or os.path.exists(name) or name.startswith((".", "/", "~")):
+        return None
+    return name
+
+
 def _fmt(v, signed: bool = False) -> str:
     if not isinstance(v, (int, float)):
         return "-"
@@ -75,7 +82,7 @@ def card_data(results: Dict[str, Any], config: Dict[str, Any], model_name: str) 
     return ModelCardData(
         library_name="transformers",
         pipeline_tag="text-classification",
-        base_model=results.get("model") or (config.get("model") or {}).get("name_or_path"),
+        base_model=_hub_model_id(results.get("model") or (config.get("model") or {}).get("name_or_path")),
         datasets=datasets or None,
         tags=list(TAGS),
         metrics=[e.metric_type for e in evals] or None,
@@ -216,10 +223,16 @@ def target_name(results: Dict[str, Any]) -> str:
     return str(results["target"]["task"])
 
 
-def write_card(model_dir, results: Dict[str, Any], config: Dict[str, Any], repo_id: Optional[str] = None) -> Path:
-    """Write (or update) ``model_dir/README.md``; call it on the main process only."""
+def write_card(model_dir, results: Dict[str, Any], config: Dict[str, Any], repo_id: Optional[str] = None,
+               previous: Optional[Path] = None) -> Path:
+    """Write (or update) ``model_dir/README.md``; call it on the main process only.
+
+    ``previous`` names an earlier card to update when it is not ``model_dir/README.md`` itself
+    (a run saves into a temp folder that replaces ``model/``).
+    """
     path = Path(model_dir) / "README.md"
-    existing = path.read_text() if path.is_file() else None
+    source = Path(previous) if previous is not None and Path(previous).is_file() else path
+    existing = source.read_text() if source.is_file() else None
     atomic_write_text(path, render_card(results, config, repo_id=repo_id, existing=existing))
     return path
 
@@ -228,7 +241,7 @@ def minimal_card(label_names: List[str], base_model: Optional[str], repo_id: Opt
                  existing: Optional[str] = None) -> str:
     """A card for a saved model that has no run results beside it (metadata, labels, usage)."""
     data = ModelCardData(library_name="transformers", pipeline_tag="text-classification", tags=list(TAGS),
-                         base_model=base_model)
+                         base_model=_hub_model_id(base_model))
     ref = repo_id or "path/to/model"
     body = "\n".join([BEGIN, "", "## Labels", "", "| id | label |", "| --- | --- |",
                       *[f"| {i} | {n} |" for i, n in enumerate(label_names)], "", "## Usage", "", "```python",

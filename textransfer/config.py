@@ -236,6 +236,8 @@ class RunConfig:
         output_dir (`str`, *optional*): where results and the model go.
         overwrite_output_dir (`bool`): allow writing into a non-empty output directory.
         cache_dir (`str`, *optional*): datasets cache (tokenization results are reused from it).
+        push_to_hub (`bool`): push the target model, tokenizer and card to ``hub_repo_id`` at the
+            end (main process only); ``hub_private`` / ``hub_revision`` as in ``textransfer push``.
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -251,10 +253,16 @@ class RunConfig:
     overwrite_output_dir: bool = field(default=False, **_help("Allow writing into a non-empty output directory."))
     cache_dir: Optional[str] = field(default=None, **_help("datasets cache directory."))
     noise_resamples: int = field(default=1000, **_help("Paired bootstrap resamples for the negative-transfer test."))
+    push_to_hub: bool = field(default=False, **_help("Push the target model and its card to the Hub at the end of the run."))
+    hub_repo_id: Optional[str] = field(default=None, **_help("Hub repo to push to (user/name)."))
+    hub_private: bool = field(default=False, **_help("Create the Hub repo private."))
+    hub_revision: Optional[str] = field(default=None, **_help("Hub branch to push to (default: main)."))
 
     def __post_init__(self):
         if self.target is None:
             raise ConfigError("the config has no `target` task; add a `target:` section.")
+        if self.push_to_hub and not self.hub_repo_id:
+            raise ConfigError("`push_to_hub: true` needs `hub_repo_id` (user/name) to push to.")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise ConfigError(f"`mixed_precision` must be no, fp16 or bf16, got '{self.mixed_precision}'.")
         if not self.metrics:

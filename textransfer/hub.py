@@ -137,3 +137,45 @@ def push_to_hub(model: str, repo_id: str, private: Optional[bool] = None, revisi
         raise HubError(f"push to '{repo_id}' failed: cannot reach {api.endpoint} ({type(err).__name__}: "
                        f"{_scrub(str(err), token)}). Nothing local was changed; run the same push again.") from None
     return info.commit_url
+
+
+def check_push(repo_id: Optional[str], output_dir) -> None:
+    """Raise before a run's training when its ``push_to_hub`` cannot work (no repo, no output, no token)."""
+    from huggingface_hub import get_token
+
+    if output_dir is None:
+        raise ConfigError("`push_to_hub: true` needs an output directory (--output-dir) to push from.")
+    if not repo_id or repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise ConfigError(f"`hub_repo_id: {repo_id}`: use the form user/name (or org/name).")
+    if not get_token():
+        raise HubError(f"`push_to_hub: true` but there is no Hugging Face token to push to '{repo_id}' with; set "
+                       f"HF_TOKEN or run `hf auth login` first. Nothing was run.")
+
+
+def push_run(run_dir, repo_id: str, private: bool = False, revision: Optional[str] = None) -> str:
+    """``push_to_hub`` at the end of a run; a failure says the run itself is saved and how to push it."""
+    try:
+        url = push_to_hub(str(run_dir), repo_id, private=private, revision=revision)
+    except HubError as err:
+        raise HubError(f"{err} The run finished and is saved in '{run_dir}'; push it with `textransfer push "
+                       f"{run_dir} --repo-id {repo_id}`.") from None
+    print(f"Pushed to {url}")
+    return url
+
+
+# ---------------------------------------------------------------------------- command line
+def add_arguments(parser):
+    parser.add_argument("run_dir", help="run directory (or a saved model folder) to push")
+    parser.add_argument("--repo-id", required=True, help="user/name (or org/name) on the Hub")
+    parser.add_argument("--private", action="store_true", help="create the repo private")
+    parser.add_argument("--revision", help="branch to push to (created if missing; default: main)")
+    parser.add_argument("--commit-message", help="commit message")
+    parser.set_defaults(func=command)
+    return parser
+
+
+def command(args) -> int:
+    url = push_to_hub(args.run_dir, args.repo_id, private=args.private or None, revision=args.revision,
+                      commit_message=args.commit_message)
+    print(f"Pushed to {url}")
+    return 0

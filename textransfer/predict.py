@@ -238,12 +238,13 @@ def read_chunks(path: str, columns: Sequence[str], chunk_rows: int = 4096, fmt: 
         else:
             import pyarrow.json as pjson
 
-            # An explicit schema: type inference on the first block would read a text column
-            # that starts with nulls as null-typed and fail on the first string further on.
-            schema = pa.schema([(c, pa.string()) for c in columns])
+            # The text column (the first) gets an explicit type: inference on the first block
+            # would read a text column that starts with nulls as null-typed and fail on the
+            # first string further on. Other columns (labels) keep their inferred types.
+            schema = pa.schema([(columns[0], pa.string())])
             batches = pjson.open_json(path, read_options=pjson.ReadOptions(block_size=block_bytes),
                                       parse_options=pjson.ParseOptions(explicit_schema=schema,
-                                                                       unexpected_field_behavior="ignore"))
+                                                                       unexpected_field_behavior="infer"))
         seen = 0
         for table in _rechunk(iter(batches), chunk_rows):
             if fmt == "jsonl" and seen == 0:
@@ -266,7 +267,7 @@ def _check_jsonl_columns(path: str, columns: Sequence[str], table: pa.Table) -> 
     # row of the first chunk is almost surely a misspelt name, so say so instead of labelling
     # nothing.
     for c in columns:
-        if table.column(c).null_count == table.num_rows:
+        if c not in table.column_names or table.column(c).null_count == table.num_rows:
             with open(path) as f:
                 first = json.loads(f.readline() or "{}")
             if c not in first:
@@ -429,3 +430,35 @@ def predict_file(predictor: Predictor, input_path: str, text_column: str = "text
         print(f"warning: {len(empty)} of {done} rows have empty text (rows {shown}); they are in the output "
               f"with an empty label and error='{EMPTY_TEXT}'.", file=sys.stderr)
     return PredictSummary(rows=done, empty_rows=empty, output=output)
+
+
+# ---------------------------------------------------------------------------- command line
+def add_arguments(parser):
+    parser.add_argument("model", help="run directory, saved model folder or Hub id")
+    parser.add_argument("--input", required=True, help="csv, tsv, jsonl or parquet file")
+    parser.add_argument("--text-column", default="text", help="column holding the text (default: text)")
+    parser.add_argument("--output", help="csv/tsv/jsonl/parquet file, by extension (default: csv on stdout)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    parser.add_argument("--all-scores", action="store_true", help="also write each label's probability")
+    parser.add_argument("--batch-size", type=int, default=64, help="rows per forward pass (default: 64)")
+    parser.add_argument("--max-length", type=int, help="tokens kept per text (default: as trained)")
+    parser.add_argument("--chunk-size", type=int, default=4096,
+                        help="rows read, tokenized and length-sorted together; bounds memory (default: 4096)")
+    parser.add_argument("--input-format", choices=FORMATS, help="when the extension does not tell")
+    parser.add_argument("--revision", help="Hub revision of MODEL")
+    parser.set_defaults(func=command)
+    return parser
+
+
+def command(args) -> int:
+    if args.output and Path(args.output).exists() and not args.overwrite:  # before loading the model
+        raise OutputDirError(f"--output '{args.output}' already exists; nothing was written. Choose another "
+                             f"file or pass --overwrite to replace it.")
+    predictor = Predictor.from_pretrained(args.model, max_length=args.max_length, batch_size=args.batch_size,
+                                          revision=args.revision)
+    summary = predict_file(predictor, args.input, text_column=args.text_column, output=args.output,
+                           all_scores=args.all_scores, overwrite=args.overwrite, chunk_rows=args.chunk_size,
+                           input_format=args.input_format)
+    if args.output:
+        print(f"{summary.rows} rows labelled -> {args.output}", file=sys.stderr)
+    return 0

@@ -37,6 +37,7 @@ import datasets
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
+from .card import write_card
 from .config import RunConfig, TrainingConfig
 from .data import TaskData, load_task
 from .errors import OutputDirError
@@ -147,6 +148,10 @@ def run_transfer(cfg: RunConfig, output_dir: Optional[str] = None, overwrite: Op
     if overwrite is not None:
         cfg.overwrite_output_dir = overwrite
     out = check_output_dir(cfg.output_dir, cfg.overwrite_output_dir)
+    if cfg.push_to_hub:  # fail before training, not after it, when the push cannot happen
+        from .hub import check_push
+
+        check_push(cfg.hub_repo_id, out)
 
     timings: Dict[str, float] = {}
     t_start = time.perf_counter()
@@ -222,6 +227,10 @@ def run_transfer(cfg: RunConfig, output_dir: Optional[str] = None, overwrite: Op
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             _write_outputs(out, cfg, results, transfer_model, tokenizer, transfer_test, target)
+            if cfg.push_to_hub:
+                from .hub import push_run
+
+                push_run(out, cfg.hub_repo_id, private=cfg.hub_private, revision=cfg.hub_revision)
         accelerator.wait_for_everyone()
     return results
 
@@ -272,6 +281,8 @@ def _write_outputs(out: Path, cfg: RunConfig, results, model, tokenizer, transfe
     try:
         save_model(model, tokenizer, tmp)
         final = out / "model"
+        # The model card; a card already in model/ (user edits outside the markers) is updated.
+        write_card(tmp, results, cfg.to_dict(), previous=final / "README.md")
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
