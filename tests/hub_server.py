@@ -120,7 +120,7 @@ class Handler(BaseHTTPRequestHandler):
         path = unquote(url.path)
         body = self._body() if self.command in ("POST", "PUT") else b""
         self.state.log.append({"method": self.command, "path": path, "query": url.query,
-                               "headers": dict(self.headers.items())})
+                               "headers": {k.lower(): v for k, v in self.headers.items()}})
         parts = path.strip("/").split("/")
         try:
             with self.state.lock:
