@@ -225,15 +225,16 @@ def read_chunks(path: str, columns: Sequence[str], chunk_rows: int = 4096, fmt: 
         elif fmt in ("csv", "tsv"):
             import pyarrow.csv as pcsv
 
-            # newlines_in_values: reviews hold line breaks inside quoted fields.
+            # newlines_in_values: reviews hold line breaks inside quoted fields. use_threads=False:
+            # the threaded reader reads ahead, and peak memory then grew with the file (measured).
             parse = pcsv.ParseOptions(delimiter="\t" if fmt == "tsv" else ",", newlines_in_values=True)
-            header = pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=block_bytes),
+            header = pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=block_bytes, use_threads=False),
                                    parse_options=parse,
                                    convert_options=pcsv.ConvertOptions(column_types={})).schema.names
             _check_columns(path, columns, header)
             convert = pcsv.ConvertOptions(include_columns=columns,
                                           column_types={c: pa.string() for c in columns})
-            batches = pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=block_bytes),
+            batches = pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=block_bytes, use_threads=False),
                                     parse_options=parse, convert_options=convert)
         else:
             import pyarrow.json as pjson
