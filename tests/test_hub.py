@@ -164,6 +164,7 @@ def test_failed_push_changes_nothing_and_a_retry_goes_through(run_dir, hub, tmp_
     assert_no_token(failed.stderr, failed.stdout, again.stderr, again.stdout, run_dir)
 
 
+@pytest.mark.slow  # four client subprocesses (each imports torch + transformers): ~30 s
 def test_existing_repo_private_flag_and_revision(run_dir, hub, tmp_path):
     env = hub_env(hub, tmp_path / "hf_home")
     hub.state.repos["me/existing"] = Repo("me/existing", private=False)  # made earlier, e.g. on the website
