@@ -2,6 +2,9 @@
 
 ```
 textransfer run recipes/news_to_sentiment.yaml --output-dir runs/demo target.k_per_class=16
+textransfer push runs/demo --repo-id me/news-to-reviews
+textransfer predict runs/demo --input reviews.csv --text-column text --output predictions.csv
+textransfer evaluate runs/demo --data labelled.csv
 ```
 
 Each subcommand is a recipe's ``main``/``make_parser`` (trl's pattern), so
@@ -38,6 +41,12 @@ def make_parser() -> argparse.ArgumentParser:
     compare = add_run_arguments(sub.add_parser("compare", help="run several strategies on one split and seed"))
     compare.add_argument("--strategies", required=True,
                          help="comma-separated strategy names, e.g. finetune,features,l2sp,dann,mmd,coral")
+    # Publish and use: each module owns its arguments and its command (args.func).
+    from . import evaluation, hub, predict
+
+    hub.add_arguments(sub.add_parser("push", help="push a run's model, tokenizer and card to the Hub"))
+    predict.add_arguments(sub.add_parser("predict", help="label every row of a csv/tsv/jsonl/parquet file"))
+    evaluation.add_arguments(sub.add_parser("evaluate", help="metrics, per-class report, confusion matrix"))
     return parser
 
 
@@ -139,11 +148,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown)} (overrides look like section.option=value)")
     if hasattr(args, "overrides"):
         args.overrides = list(args.overrides) + extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         if args.command == "run":
             return run_command(args)
         if args.command == "compare":
             return compare_command(args)
+        if hasattr(args, "func"):
+            return args.func(args)
     except TextransferError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -258,6 +258,8 @@ class RunConfig:
             fields (``textransfer/strategies``). Defaults to ``finetune``.
         resume (`bool`): continue the run in ``output_dir`` from its last complete checkpoint
             (``textransfer run ... --resume``); finished stages are not trained again.
+        push_to_hub (`bool`): push the target model, tokenizer and card to ``hub_repo_id`` at the
+            end (main process only); ``hub_private`` / ``hub_revision`` as in ``textransfer push``.
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -275,6 +277,10 @@ class RunConfig:
     noise_resamples: int = field(default=1000, **_help("Paired bootstrap resamples for the negative-transfer test."))
     strategy: Any = field(default=None, **_help("Transfer strategy and its options, e.g. {name: l2sp, alpha: 0.01}."))
     resume: bool = field(default=False, **_help("Continue the run in output_dir from its last complete checkpoint."))
+    push_to_hub: bool = field(default=False, **_help("Push the target model and its card to the Hub at the end of the run."))
+    hub_repo_id: Optional[str] = field(default=None, **_help("Hub repo to push to (user/name)."))
+    hub_private: bool = field(default=False, **_help("Create the Hub repo private."))
+    hub_revision: Optional[str] = field(default=None, **_help("Hub branch to push to (default: main)."))
 
     def __post_init__(self):
         if self.target is None:
@@ -282,6 +288,8 @@ class RunConfig:
         from .strategies import strategy_config  # the registry imports the trainer; import it late
 
         self.strategy = strategy_config(self.strategy)
+        if self.push_to_hub and not self.hub_repo_id:
+            raise ConfigError("`push_to_hub: true` needs `hub_repo_id` (user/name) to push to.")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise ConfigError(f"`mixed_precision` must be no, fp16 or bf16, got '{self.mixed_precision}'.")
         if not self.metrics:

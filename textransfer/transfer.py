@@ -38,6 +38,7 @@ import datasets
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
+from .card import write_card
 from .checkpointing import StageCheckpoints, load_stage_model, prepare_checkpoint_root, record_stage, stage_done
 from .config import RunConfig, TrainingConfig
 from .data import TaskData, load_task
@@ -176,6 +177,10 @@ def run_transfer(cfg: RunConfig, output_dir: Optional[str] = None, overwrite: Op
         cfg.resume = resume
     # resuming writes into the run's own (non-empty) folder; prepare_checkpoint_root checks it is one
     out = check_output_dir(cfg.output_dir, cfg.overwrite_output_dir or cfg.resume)
+    if cfg.push_to_hub:  # fail before training, not after it, when the push cannot happen
+        from .hub import check_push
+
+        check_push(cfg.hub_repo_id, out)
     from .strategies import RunContext, get_strategy, train_baseline
 
     strategy = get_strategy(cfg.strategy)
@@ -250,6 +255,12 @@ def run_transfer(cfg: RunConfig, output_dir: Optional[str] = None, overwrite: Op
         if accelerator.is_main_process:
             _write_outputs(out, cfg, results, transfer_model, tokenizer, transfer_test, target)
         accelerator.wait_for_everyone()
+        # after the barrier: a failed push raises on the main process alone, and the other
+        # processes, past every collective call, exit instead of waiting for it
+        if cfg.push_to_hub and accelerator.is_main_process:
+            from .hub import push_run
+
+            push_run(out, cfg.hub_repo_id, private=cfg.hub_private, revision=cfg.hub_revision)
     return results
 
 
@@ -299,6 +310,8 @@ def _write_outputs(out: Path, cfg: RunConfig, results, model, tokenizer, transfe
     try:
         save_model(model, tokenizer, tmp)
         final = out / "model"
+        # The model card; a card already in model/ (user edits outside the markers) is updated.
+        write_card(tmp, results, cfg.to_dict(), previous=final / "README.md")
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)

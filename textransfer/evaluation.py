@@ -1,0 +1,182 @@
+"""Scoring a trained model on labelled data: ``textransfer evaluate MODEL --data CONFIG_OR_FILE``.
+
+```
+textransfer evaluate runs/demo --data recipes/news_to_sentiment.yaml        # the config's target test split
+textransfer evaluate runs/demo --data reviews.csv --text-column text --label-column label
+```
+
+MODEL is a run directory, a saved model folder or a Hub id. The metrics are the package's
+(``evaluate`` metrics, macro-averaged where that applies, see `textransfer.metrics`); the
+per-class report and the confusion matrix come from the same predictions. Written to
+``--output-dir``: ``evaluation.json``, ``per_class.txt`` and ``confusion_matrix.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from .config import DEFAULT_METRICS
+from .errors import DataError
+from .predict import Predictor, read_chunks, resolve_model
+
+
+def per_class_report(predictions: Sequence[int], references: Sequence[int], label_names: List[str]) -> Dict[str, Any]:
+    """Precision, recall, F1 and support of every class, and the confusion matrix (rows: true)."""
+    n = len(label_names)
+    cm = np.zeros((n, n), dtype=np.int64)
+    np.add.at(cm, (np.asarray(references, dtype=np.int64), np.asarray(predictions, dtype=np.int64)), 1)
+    tp = np.diag(cm).astype(float)
+    pred, true = cm.sum(axis=0).astype(float), cm.sum(axis=1).astype(float)
+    # A class never predicted (or never present) scores 0, as scikit-learn's zero_division does.
+    precision = np.divide(tp, pred, out=np.zeros(n), where=pred > 0)
+    recall = np.divide(tp, true, out=np.zeros(n), where=true > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(n), where=(precision + recall) > 0)
+    classes = {name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                      "support": int(true[i])} for i, name in enumerate(label_names)}
+    return {"classes": classes, "confusion_matrix": cm.tolist()}
+
+
+def format_report(classes: Dict[str, Dict[str, float]]) -> str:
+    width = max(10, *(len(n) for n in classes))
+    lines = [f"{'label':<{width}}  precision  recall     f1  support"]
+    for name, c in classes.items():
+        lines.append(f"{name:<{width}}  {c['precision']:9.4f}  {c['recall']:6.4f}  {c['f1']:.4f}  {c['support']:7d}")
+    return "\n".join(lines)
+
+
+def _label_id(value, row: int, label2id: Dict[str, int], source: str) -> int:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise DataError(f"{source}: row {row} has no label.")
+    if isinstance(value, str) and value in label2id:
+        return label2id[value]
+    try:
+        i = int(value)
+    except (TypeError, ValueError):
+        i = None
+    if i is None or not 0 <= i < len(label2id) or (isinstance(value, float) and value != i):
+        raise DataError(f"{source}: row {row}: label {value!r} is not one of the model's labels "
+                        f"{list(label2id)} nor an id 0..{len(label2id) - 1}.")
+    return i
+
+
+def _from_file(predictor: Predictor, path: str, text_column: str, label_column: str, chunk_rows: int):
+    label2id = {n: i for i, n in enumerate(predictor.label_names)}
+    predictions: List[int] = []
+    references: List[int] = []
+    row = 0
+    for table in read_chunks(path, [text_column, label_column], chunk_rows=chunk_rows):
+        texts = table.column(text_column).to_pylist()
+        for j, t in enumerate(texts):
+            if t is None or not str(t).strip():
+                raise DataError(f"'{path}': row {row + j + 1} has empty text in column '{text_column}'; "
+                                f"remove it or fill it in (evaluation needs every row).")
+        for j, v in enumerate(table.column(label_column).to_pylist()):
+            references.append(_label_id(v, row + j + 1, label2id, f"'{path}' column '{label_column}'"))
+        predictions.extend(predictor.predict_encoded(predictor.tokenize(texts)).argmax(axis=1).tolist())
+        row += len(texts)
+    if row == 0:
+        raise DataError(f"'{path}' has no rows.")
+    return predictions, references
+
+
+def _from_config(predictor: Predictor, path: str):
+    from .config import RunConfig
+    from .data import load_task
+
+    cfg = RunConfig.from_yaml(path)
+    task = load_task(cfg.target, cache_dir=cfg.cache_dir)
+    test = task.splits["test"]
+    label2id = {n: i for i, n in enumerate(predictor.label_names)}
+    unknown = [n for n in task.label_names if n not in label2id]
+    if unknown:
+        raise DataError(f"'{path}': target task '{task.name}' has labels {unknown} that the model does not know "
+                        f"(its labels: {predictor.label_names}).")
+    references = [label2id[task.label_names[i]] for i in test["labels"]]
+    predictions = predictor.predict_encoded(predictor.tokenize(test["text"])).argmax(axis=1).tolist()
+    return predictions, references, cfg
+
+
+def evaluate_model(model: str, data: str, text_column: str = "text", label_column: str = "label",
+                   output_dir: Optional[str] = None, overwrite: bool = False, metrics: Optional[List[str]] = None,
+                   batch_size: int = 64, max_length: Optional[int] = None, chunk_rows: int = 4096) -> Dict[str, Any]:
+    """Metrics, per-class report and confusion matrix of ``model`` on ``data``.
+
+    Args:
+        model (`str`): run directory, saved model folder or Hub id.
+        data (`str`): a recipe YAML (its target task's test split is used) or a labelled
+            csv/tsv/jsonl/parquet file with ``text_column`` and ``label_column`` (label names or ids).
+        output_dir (`str`, *optional*): where ``evaluation.json``, ``per_class.txt`` and
+            ``confusion_matrix.png`` go; refused if not empty unless ``overwrite``.
+        metrics (`list[str]`, *optional*): defaults to the config's metrics, else accuracy, f1,
+            precision, recall.
+
+    Returns:
+        ``{"metrics": ..., "per_class": ..., "confusion_matrix": ..., "rows": n, ...}``
+    """
+    from .metrics import compute_metrics
+    from .report import atomic_write_text, plot_confusion_matrix, write_json
+    from .transfer import check_output_dir
+
+    out = check_output_dir(output_dir, overwrite)
+    is_config = Path(data).suffix.lower() in (".yaml", ".yml")
+    if is_config:
+        from .config import RunConfig
+
+        cfg = RunConfig.from_yaml(data)
+        _, run_config = resolve_model(model)
+        if max_length is None and not run_config:
+            max_length = cfg.model.max_length
+    predictor = Predictor.from_pretrained(model, max_length=max_length, batch_size=batch_size)
+    if is_config:
+        predictions, references, cfg = _from_config(predictor, data)
+        metrics = metrics or list(cfg.metrics)
+    else:
+        predictions, references = _from_file(predictor, data, text_column, label_column, chunk_rows)
+    names = metrics or list(DEFAULT_METRICS)
+    report = per_class_report(predictions, references, predictor.label_names)
+    result = {"model": model, "data": data, "rows": len(references), "max_length": predictor.max_length,
+              "metrics": compute_metrics(predictions, references, names), "per_class": report["classes"],
+              "confusion_matrix": report["confusion_matrix"], "label_names": predictor.label_names}
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        plot_confusion_matrix(predictions, references, predictor.label_names, out / "confusion_matrix.png",
+                              title=f"{Path(data).stem}: {len(references)} rows")
+        atomic_write_text(out / "per_class.txt", format_report(report["classes"]) + "\n")
+        write_json(out / "evaluation.json", result)
+    return result
+
+
+# ---------------------------------------------------------------------------- command line
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("model", help="run directory, saved model folder or Hub id")
+    parser.add_argument("--data", required=True, help="recipe YAML (its target test split) or a labelled data file")
+    parser.add_argument("--text-column", default="text", help="text column of a data file (default: text)")
+    parser.add_argument("--label-column", default="label", help="label column of a data file (default: label)")
+    parser.add_argument("--output-dir", help="where evaluation.json, per_class.txt, confusion_matrix.png go "
+                                             "(default: MODEL/evaluation for a run directory, else ./evaluation)")
+    parser.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --output-dir")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--max-length", type=int, help="tokens kept per text (default: as trained)")
+    parser.set_defaults(func=command)
+    return parser
+
+
+def command(args: argparse.Namespace) -> int:
+    output_dir = args.output_dir
+    if output_dir is None:
+        run = Path(args.model)
+        output_dir = str(run / "evaluation") if (run / "results.json").is_file() else "evaluation"
+    result = evaluate_model(args.model, args.data, text_column=args.text_column, label_column=args.label_column,
+                            output_dir=output_dir, overwrite=args.overwrite, batch_size=args.batch_size,
+                            max_length=args.max_length)
+    print(f"{result['rows']} rows")
+    for k, v in result["metrics"].items():
+        print(f"{k:<10} {v:.4f}")
+    print()
+    print(format_report(result["per_class"]))
+    print(f"\nWritten: {output_dir}/evaluation.json, per_class.txt, confusion_matrix.png")
+    return 0
