@@ -129,7 +129,12 @@ def card_body(results: Dict[str, Any], config: Dict[str, Any], repo_id: Optional
     target = results["target"]
     source = results.get("source")
     base = results.get("model") or (config.get("model") or {}).get("name_or_path")
-    strategy = results.get("strategy", "finetune")
+    # results.json holds the strategy's config ({"name": ..., options}); older runs hold a name
+    strategy_cfg = results.get("strategy") or {"name": "finetune"}
+    if isinstance(strategy_cfg, str):
+        strategy_cfg = {"name": strategy_cfg}
+    strategy = strategy_cfg["name"]
+    options = ", ".join(f"{k}={v}" for k, v in strategy_cfg.items() if k != "name")
     target_args = config.get("target_training") or {}
     labels = target["label_names"]
     lines = [BEGIN, "", f"# {repo_id.split('/')[-1] if repo_id else target['task'] + ' classifier'}", "",
@@ -141,7 +146,7 @@ def card_body(results: Dict[str, Any], config: Dict[str, Any], repo_id: Optional
         chain.append(f"source task `{source['task']}` ({len(source.get('label_names', []))} labels)")
     chain.append(f"target task `{target['task']}`")
     lines += [" -> ".join(chain), "",
-              f"- Transfer strategy: `{strategy}`" + ("" if source else " (no source stage: trained on the target only)"),
+              f"- Transfer strategy: `{strategy}`" + (f" ({options})" if options else "") + ("" if source else " (no source stage: trained on the target only)"),
               f"- Target-stage freezing: {_freezing(target_args, target['transfer'].get('parameters') or {})}",
               f"- Tokens kept per text: {(config.get('model') or {}).get('max_length', '-')}; "
               f"seed {results.get('seed', config.get('seed', '-'))}",
