@@ -102,6 +102,14 @@ def main(argv=None) -> int:
 
     table, cost = {p: {} for p in pairs}, {}
     t_all = time.perf_counter()
+
+    def save_partial():
+        # after every run: a long benchmark stopped part-way still leaves what it measured
+        partial = {"pairs": table, "cost": {"runs_s": cost}, "complete": False,
+                   "settings": {k: v for k, v in vars(args).items() if k != "out"}}
+        tmp = Path(f"{args.out}.partial.tmp")
+        tmp.write_text(json.dumps(partial, indent=2))
+        os.replace(tmp, f"{args.out}.partial")
     # 1. source-only: one model per source, tested on each of its targets
     for source in sorted({p.split("->")[0] for p in pairs}):
         t0 = time.perf_counter()
@@ -112,6 +120,7 @@ def main(argv=None) -> int:
             test = context(config(source, target, {"name": "finetune"})).evaluate(unwrap(trained), "target", "test")
             table[f"{source}->{target}"]["source_only"] = test["metrics"]["accuracy"]
         cost[f"source_only:{source}"] = round(time.perf_counter() - t0, 1)
+        save_partial()
     # 2. each adaptation method on each pair
     for p in pairs:
         s, _, t = p.partition("->")
@@ -120,6 +129,7 @@ def main(argv=None) -> int:
             results = run_transfer(config(s, t, {"name": m}))
             table[p][m] = results["target"]["transfer"]["metrics"]["accuracy"]
             cost[f"{m}:{p}"] = round(time.perf_counter() - t0, 1)
+            save_partial()
     columns = ["source_only", *methods]
     mean = {c: sum(table[p][c] for p in pairs) / len(pairs) for c in columns}
     print(f"\n| pair | {' | '.join(columns)} |\n|---|{'---|' * len(columns)}")
