@@ -42,6 +42,7 @@ import datasets
 import torch
 from datasets import ClassLabel, Dataset, DatasetDict, IterableDataset
 from datasets.distributed import split_dataset_by_node
+from datasets.exceptions import DatasetGenerationError
 from datasets.fingerprint import Hasher
 from torch.utils.data import DataLoader
 
@@ -214,8 +215,16 @@ def _rows(stream: IterableDataset, n: Optional[int]) -> Iterator[Dict[str, Any]]
 def _materialise(stream: IterableDataset, n: Optional[int], key: List[Any], cache_dir) -> Dataset:
     """A small split of the stream as an Arrow table, cached under ``key`` (task, files, rows)
     so that a second run reuses it and the tokenization cached on it."""
-    return Dataset.from_generator(_rows, gen_kwargs={"stream": stream, "n": n}, features=stream.features,
-                                  cache_dir=cache_dir, fingerprint=Hasher.hash(key + ["stream-split-v1"]))
+    try:
+        return Dataset.from_generator(_rows, gen_kwargs={"stream": stream, "n": n}, features=stream.features,
+                                      cache_dir=cache_dir, fingerprint=Hasher.hash(key + ["stream-split-v1"]))
+    except DatasetGenerationError as err:  # our own DataError (a bad label or empty text) is the message
+        cause = err.__cause__
+        while cause is not None and not isinstance(cause, DataError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is not None:
+            raise cause from None
+        raise
 
 
 def load_stream_task(task: TaskConfig, cache_dir: Optional[str] = None):
