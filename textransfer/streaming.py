@@ -18,8 +18,8 @@ reused between runs):
   sample: shuffle a sorted file beforehand, or give the splits as files.
 
 The training stream is re-tokenized on every run: it is never materialised, so there is no
-Arrow table to cache; the fast tokenizer does tens of thousands of rows per second per core
-(``benchmarks/scale.py``), which is small next to training on them.
+Arrow table to cache; reading and tokenizing a row costs far less than a training step spends
+on it (``benchmarks/scale.py`` prints both rates).
 
 Batches: :class:`LengthGroupedStream` shuffles the stream in a buffer
 (``IterableDataset.shuffle(seed, buffer_size)``), then groups each window of
@@ -176,18 +176,23 @@ def _pipeline(task: TaskConfig, ds: IterableDataset, split: str, origin: str, na
     _check_columns(task, _Cols, split, origin, need_label=True)
     if "row" in columns:
         ds = ds.remove_columns("row")
-    ds = ds.map(_AddRow(), with_indices=True, batched=True)
+    # One example per call (batch_size=1): a batched step over a stream names each output batch by
+    # joining its examples' keys, so stacked batched steps build ever longer key strings (1,000
+    # joined keys of 1,000 joined keys...): that cut the pipeline to ~3k rows/s. Only the
+    # tokenizer, last, runs on real batches.
+    one = dict(batched=True, batch_size=1)
+    ds = ds.map(_AddRow(), with_indices=True, **one)
     for column, op, value in (parse_filter(f, task.name) for f in task.filters):
         if column not in columns:
             raise DataError(f"task '{task.name}': filter on column '{column}', which split '{split}' ({origin}) "
                             f"does not have. Columns there: {columns}.")
-        ds = ds.filter(_RowFilter(column, op, value), batched=True)
-    ds = ds.map(_StreamLabels(task, split, origin, names, mapping), batched=True)
-    ds = ds.map(_JoinText(task.text_columns, task.text_separator, task.text_pair_column), batched=True,
+        ds = ds.filter(_RowFilter(column, op, value), **one)
+    ds = ds.map(_StreamLabels(task, split, origin, names, mapping), **one)
+    ds = ds.map(_JoinText(task.text_columns, task.text_separator, task.text_pair_column), **one,
                 remove_columns=[c for c in columns if c not in ("row",)])
     # (labels stay plain ids here: a stream's features are often unknown until read, so the
     # ClassLabel cast is done on the materialised validation/test tables)
-    return ds.filter(_NonEmpty(task, split, origin, bool(task.text_pair_column)), batched=True)
+    return ds.filter(_NonEmpty(task, split, origin, bool(task.text_pair_column)), **one)
 
 
 def _label_set(task: TaskConfig, ds: IterableDataset, first: Dict[str, Any]):
