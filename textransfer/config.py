@@ -73,6 +73,9 @@ class TaskConfig:
         k_per_class (`int`, *optional*): keep only k training examples per class (seeded).
         max_train_samples / max_eval_samples (`int`, *optional*): cap split sizes (seeded).
         empty_text (`str`): ``"error"`` or ``"drop"`` rows whose text is empty or null.
+        streaming (`bool`): read the training split as a ``datasets`` stream, never loaded
+            whole (corpora larger than memory; source task only, needs
+            ``source_training.max_steps``; see ``streaming.py``).
     """
 
     name: str = field(default="task", **_help("Short name used in reports and output folders."))
@@ -100,6 +103,7 @@ class TaskConfig:
     max_train_samples: Optional[int] = field(default=None, **_help("Cap on training examples (seeded sample)."))
     max_eval_samples: Optional[int] = field(default=None, **_help("Cap on validation/test examples (seeded sample)."))
     empty_text: str = field(default="error", **_help("'error' or 'drop' rows with empty or null text."))
+    streaming: bool = field(default=False, **_help("Stream the training split (larger than memory); needs max_steps."))
 
     def __post_init__(self):
         self._resolve_package_paths()
@@ -294,6 +298,12 @@ class RunConfig:
             raise ConfigError(f"`mixed_precision` must be no, fp16 or bf16, got '{self.mixed_precision}'.")
         if not self.metrics:
             raise ConfigError("`metrics` is empty; the default is accuracy, f1, precision, recall.")
+        if self.target.streaming:
+            raise ConfigError("`target.streaming` is not supported: streaming is for a large source task; the "
+                              "target, its baseline and strategies need the target split as a table.")
+        if self.source is not None and self.source.streaming and self.source_training.max_steps is None:
+            raise ConfigError("`source.streaming: true` needs `source_training.max_steps`: a stream has no length, "
+                              "so the budget is optimiser steps, not epochs. Set e.g. source_training.max_steps=1000.")
         for stage in ("source_training", "target_training"):
             metric = getattr(self, stage).metric_for_best_model
             if metric not in self.metrics:

@@ -74,7 +74,7 @@ class TaskData:
 
     @property
     def has_pair(self) -> bool:
-        return "text_pair" in self.splits["train"].column_names
+        return "text_pair" in self.splits["validation"].column_names  # (a streamed train may not know its columns)
 
 
 # ---------------------------------------------------------------------------- raw loading
@@ -391,6 +391,10 @@ def load_task(task: TaskConfig, cache_dir: Optional[str] = None) -> TaskData:
     ```
     """
     parsed_filters = [parse_filter(f, task.name) for f in task.filters]  # config errors before reading data
+    if task.streaming:  # larger than memory: train is read lazily (streaming.py)
+        from .streaming import load_stream_task
+
+        return load_stream_task(task, cache_dir=cache_dir)
     raw, origin = load_raw(task, cache_dir=cache_dir)
     info: Dict[str, Any] = {"origin": origin, "dropped_empty": {}, "carved": []}
 

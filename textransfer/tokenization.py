@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from typing import Optional
 
-from datasets import Dataset, DatasetDict
+from datasets import Dataset, DatasetDict, IterableDataset
 from datasets.fingerprint import Hasher
 from transformers import PreTrainedTokenizerBase
 
@@ -100,7 +100,25 @@ def tokenize_dataset(
     )
 
 
+def tokenize_stream(ds: IterableDataset, tokenizer: PreTrainedTokenizerBase, max_length: int,
+                    pair: Optional[bool] = None) -> IterableDataset:
+    """Tokenize a stream lazily (``IterableDataset.map(batched=True)``): the same function and
+    output columns as :func:`tokenize_dataset`, applied a batch at a time as rows are read.
+
+    Nothing is cached: a stream is never materialised, so each run re-tokenizes what it reads
+    (see ``streaming.py`` for why that is cheap next to training).
+    """
+    if pair is None:
+        columns = ds.column_names or list(next(iter(ds.take(1)), {}))
+        pair = "text_pair" in columns
+    return ds.map(_Tokenize(tokenizer, max_length, pair), batched=True,
+                  remove_columns=[c for c in TEXT_COLUMNS if c != "text_pair" or pair])
+
+
 def tokenize_splits(splits: DatasetDict, tokenizer, max_length: int, num_proc: Optional[int] = None) -> DatasetDict:
+    """Tokenize every split; a streamed split (``IterableDataset``) is tokenized lazily."""
     return DatasetDict(
-        {name: tokenize_dataset(ds, tokenizer, max_length, num_proc, desc=f"Tokenizing {name}") for name, ds in splits.items()}
+        {name: tokenize_stream(ds, tokenizer, max_length) if isinstance(ds, IterableDataset)
+         else tokenize_dataset(ds, tokenizer, max_length, num_proc, desc=f"Tokenizing {name}")
+         for name, ds in splits.items()}
     )

@@ -38,6 +38,7 @@ from .config import TrainingConfig
 from .distributed import cpu_world
 from .errors import ConfigError
 from .metrics import compute_metrics
+from .streaming import is_stream, stream_dataloader
 
 logger = logging.getLogger(__name__)
 
@@ -191,13 +192,32 @@ class StageTrainer:
         acc._custom_objects.clear()
         set_seed(self.seed)
         acc.gradient_accumulation_steps = args.gradient_accumulation_steps
-        loader = train_dataloader(train_ds, self.tokenizer, args.batch_size, self.seed, args.group_by_length,
-                                  num_replicas=acc.num_processes)
-        sampler = loader.batch_sampler
+        streaming = is_stream(train_ds)
+        if streaming:
+            # A stream (streaming.py) has no length: the whole budget of max_steps is one "epoch"
+            # of an endless loader, evaluated at its end. Each process reads its own part of
+            # the stream; the loader is not passed to `prepare`, because Accelerate would
+            # dispatch an iterable's batches from the main process (which then reads it all).
+            if not args.max_steps:
+                raise ConfigError(f"[{self.desc}] a streamed training set needs `max_steps` (it has no epochs).")
+
+            def stream_loader(skip_batches: int = 0):
+                return stream_dataloader(train_ds, self.tokenizer, args.batch_size, self.seed, args.group_by_length,
+                                         rank=acc.process_index, world_size=acc.num_processes,
+                                         skip_batches=skip_batches)
+
+            loader = stream_loader()
+            sampler = None
+            total_steps = steps_per_epoch = args.max_steps
+            num_epochs = 1
+        else:
+            loader = train_dataloader(train_ds, self.tokenizer, args.batch_size, self.seed, args.group_by_length,
+                                      num_replicas=acc.num_processes)
+            sampler = loader.batch_sampler
+            steps_per_epoch = math.ceil(len(loader) / acc.num_processes / args.gradient_accumulation_steps)
+            total_steps = args.max_steps or steps_per_epoch * args.num_epochs
+            num_epochs = math.ceil(total_steps / steps_per_epoch) if args.max_steps else args.num_epochs
         optimizer = self.create_optimizer()
-        steps_per_epoch = math.ceil(len(loader) / acc.num_processes / args.gradient_accumulation_steps)
-        total_steps = args.max_steps or steps_per_epoch * args.num_epochs
-        num_epochs = math.ceil(total_steps / steps_per_epoch) if args.max_steps else args.num_epochs
         scheduler = get_scheduler(
             args.lr_scheduler,
             optimizer,
@@ -208,7 +228,10 @@ class StageTrainer:
         # process on every optimiser step (it expects a schedule sized for the unsharded
         # loader), while ours is sized in this process's optimiser steps; so we step it
         # ourselves, once per real optimiser step, and register it for checkpoints.
-        model, optimizer, loader = acc.prepare(self.model, optimizer, loader)
+        if streaming:
+            model, optimizer = acc.prepare(self.model, optimizer)
+        else:
+            model, optimizer, loader = acc.prepare(self.model, optimizer, loader)
         unfreezing = None
         if args.gradual_unfreezing:
             from .layerwise import GradualUnfreezing
@@ -240,7 +263,8 @@ class StageTrainer:
                            f"step {result.optimizer_steps})")
 
         # one auxiliary batch per main batch: on resume, skip as many as the main loop consumed
-        aux_batches = self._cycle(aux_ds, start=start_epoch * len(loader) + skip) if aux_ds is not None else None
+        aux_start = skip if streaming else start_epoch * len(loader) + skip
+        aux_batches = self._cycle(aux_ds, start=aux_start) if aux_ds is not None else None
 
         def save(epoch: int, batch: int, elapsed: float) -> None:
             loop = {"stage": self.desc, "epoch": epoch, "batch": batch, "stale": stale, "running": running,
@@ -255,7 +279,9 @@ class StageTrainer:
                 model.train()
                 start = time.perf_counter()
                 epoch_loader, batch_index = loader, skip
-                if skip:
+                if skip and streaming:  # replay the seeded stream, dropping the batches already trained on
+                    epoch_loader = stream_loader(skip)
+                elif skip:
                     epoch_loader = acc.skip_first_batches(loader, skip)
                 else:
                     running, seen_batches, epoch_samples = 0.0, 0, 0
@@ -269,6 +295,8 @@ class StageTrainer:
                     if pending_rng is not None:
                         restore_rng(pending_rng)
                         pending_rng = None
+                    if streaming:
+                        batch = batch.to(acc.device)
                     self.on_step(result.optimizer_steps, total_steps)
                     with acc.accumulate(model):
                         if aux_batches is not None:
@@ -349,6 +377,11 @@ class StageTrainer:
         """Endless batches of ``ds`` (reshuffled each pass), sharded like the main loader,
         starting after ``start`` batches (a resumed run continues where the stream was)."""
         acc = self.accelerator
+        if is_stream(ds):  # endless already; sharded per process like the main stream
+            yield from (b.to(acc.device) for b in stream_dataloader(
+                ds, self.tokenizer, self.args.batch_size, self.seed + 1, self.args.group_by_length,
+                rank=acc.process_index, world_size=acc.num_processes, skip_batches=start))
+            return
         loader = train_dataloader(ds, self.tokenizer, self.args.batch_size, self.seed + 1, self.args.group_by_length,
                                   num_replicas=acc.num_processes)
         sampler = loader.batch_sampler

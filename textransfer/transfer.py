@@ -95,7 +95,8 @@ def _train_stage(name, model, tokenizer, data, tokenized, args: TrainingConfig, 
     report = _freeze(model, args)
     if accelerator.is_main_process:
         tqdm.write(f"[{name}] {data.name}: {report.trainable:,} / {report.total:,} parameters trainable "
-                   f"({100 * report.trainable / report.total:.1f}%), {len(tokenized['train']):,} training examples")
+                   f"({100 * report.trainable / report.total:.1f}%), "
+                   f"{_train_rows(tokenized['train'])} training examples")
     trainer = (trainer_factory or StageTrainer)(
         model, tokenizer, args, accelerator, cfg.metrics, seed=cfg.seed,
         head_parameters=head_parameter_names(model),
@@ -125,6 +126,10 @@ def _train_stage(name, model, tokenizer, data, tokenized, args: TrainingConfig, 
         if not args.save_checkpoints:  # the stage's step checkpoints are of no use once it is recorded
             StageCheckpoints(checkpoint_root / name, accelerator).clear()
     return trainer.model, summary, test
+
+
+def _train_rows(ds) -> str:
+    return "streamed" if isinstance(ds, datasets.IterableDataset) else f"{len(ds):,}"
 
 
 def _seeded(seed: int, fn, *args, **kwargs):
