@@ -158,3 +158,27 @@ def test_resume_refuses_another_config_and_foreign_folders(uninterrupted, tiny_b
                           env=_env(), timeout=300)
     assert proc.returncode == 2 and "nothing to resume" in proc.stderr
     assert (foreign / "notes.txt").read_text() == "mine"
+
+
+def test_sigkill_after_an_epoch_end_checkpoint_resumes_exactly(uninterrupted, tiny_bert_dir, tmp_path):
+    """Only epoch-end checkpoints (``save_checkpoints``): the resumed run starts a fresh epoch,
+    whose data iterator must draw from the RNG exactly where the uninterrupted run's did."""
+    ref_out, ref = uninterrupted
+    steps_per_epoch = ref["target"]["transfer"]["history"][0]["step"]
+    out = tmp_path / "killed"
+    overrides = [o for o in _overrides(tiny_bert_dir) if "save_steps" not in o] + ["target_training.save_checkpoints=true"]
+    proc = subprocess.Popen(_cmd(out, overrides), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=_env())
+    try:
+        _wait_for(lambda: _complete_target_steps(out), proc)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    killed_at = max(int(p.name[5:]) for p in _complete_target_steps(out))
+    assert killed_at % steps_per_epoch == 0 and killed_at < ref["target"]["transfer"]["optimizer_steps"]
+    proc = subprocess.run(_cmd(out, overrides, "--resume"), capture_output=True, text=True, env=_env(), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"batch 0, step {killed_at})" in proc.stdout + proc.stderr
+    _same_outcome(json.loads((out / "results.json").read_text()), ref, out, ref_out)

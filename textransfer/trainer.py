@@ -255,9 +255,11 @@ class StageTrainer:
             stale, start_epoch, skip = loop["stale"], loop["epoch"], loop["batch"]
             running, seen_batches, epoch_samples = loop["running"], loop["seen_batches"], loop["epoch_samples"]
             # Creating the resumed data iterator draws from the global RNG (torch's DataLoader
-            # seeds its workers from it); an uninterrupted run drew that at the epoch's start,
-            # before the checkpoint. So the RNG states are put back once the first batch is in.
-            pending_rng = capture_rng()
+            # seeds its workers from it). Mid-epoch, an uninterrupted run drew that at the
+            # epoch's start, before the checkpoint, so the RNG states are put back once the first
+            # batch is in. At an epoch boundary (skip == 0) the uninterrupted run draws it after
+            # the checkpoint too, so nothing is put back.
+            pending_rng = capture_rng() if skip else None
             if acc.is_local_main_process:
                 tqdm.write(f"[{self.desc}] resuming from {latest} (epoch {start_epoch + 1}, batch {skip}, "
                            f"step {result.optimizer_steps})")
