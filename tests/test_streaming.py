@@ -2,7 +2,6 @@
 
 import csv
 import json
-import sys
 
 import pytest
 from datasets import Dataset, IterableDataset

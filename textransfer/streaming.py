@@ -31,7 +31,6 @@ so no two processes train on the same row.
 
 from __future__ import annotations
 
-import copy
 import itertools
 import logging
 import os
