@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import random
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -222,18 +221,9 @@ def record_stage(root: Path, stage: str, record: Dict[str, Any], model=None, tok
     folder = Path(root) / stage
     folder.mkdir(parents=True, exist_ok=True)
     if model is not None:
-        from .modeling import save_model
+        from .modeling import save_model_atomically
 
-        tmp = Path(tempfile.mkdtemp(dir=folder, prefix=".model."))
-        try:
-            save_model(model, tokenizer, tmp)
-            final = folder / "model"
-            if final.exists():
-                shutil.rmtree(final)
-            tmp.rename(final)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+        save_model_atomically(model, tokenizer, folder / "model")
     write_json(folder / STAGE_DONE, record)
     if accelerator is not None:
         accelerator.wait_for_everyone()

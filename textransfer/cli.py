@@ -78,10 +78,9 @@ def resume_hint(config: str, output_dir: str, overrides: List[str]) -> str:
             f"{output_dir}/checkpoints. Continue with:\n  {' '.join(shlex.quote(c) for c in cmd)}")
 
 
-def run_command(args: argparse.Namespace) -> int:
+def _run_config(args: argparse.Namespace):
+    """``(config path, overrides, RunConfig, output dir)`` from ``run``/``compare`` arguments."""
     from .config import RunConfig
-    from .report import results_table
-    from .transfer import run_transfer
 
     overrides = list(args.overrides)
     if args.config_opt and args.config:  # with --config, the first positional is an override
@@ -93,6 +92,14 @@ def run_command(args: argparse.Namespace) -> int:
     output_dir = args.output_dir or cfg.output_dir
     if output_dir is None:
         raise TextransferError("no output directory: pass --output-dir DIR (or set `output_dir` in the config)")
+    return config, overrides, cfg, output_dir
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from .report import results_table
+    from .transfer import run_transfer
+
+    config, overrides, cfg, output_dir = _run_config(args)
     try:
         results = run_transfer(cfg, output_dir=output_dir, overwrite=args.overwrite or cfg.overwrite_output_dir,
                                resume=args.resume or cfg.resume)
@@ -113,18 +120,8 @@ def run_command(args: argparse.Namespace) -> int:
 
 def compare_command(args: argparse.Namespace) -> int:
     from .compare import compare_strategies, comparison_markdown
-    from .config import RunConfig
 
-    overrides = list(args.overrides)
-    if args.config_opt and args.config:
-        overrides.insert(0, args.config)
-    config = args.config_opt or args.config
-    if not config:
-        raise TextransferError("no config given: pass a recipe YAML, e.g. recipes/news_to_sentiment.yaml")
-    cfg = RunConfig.from_yaml(config, overrides=overrides)
-    output_dir = args.output_dir or cfg.output_dir
-    if output_dir is None:
-        raise TextransferError("no output directory: pass --output-dir DIR")
+    _, _, cfg, output_dir = _run_config(args)
     comparison = compare_strategies(cfg, args.strategies.split(","), output_dir,
                                     overwrite=args.overwrite or cfg.overwrite_output_dir)
     from accelerate import PartialState

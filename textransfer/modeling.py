@@ -179,3 +179,27 @@ def save_model(model: PreTrainedModel, tokenizer, directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
+
+
+def save_model_atomically(model: PreTrainedModel, tokenizer, final: Path, finish=None) -> None:
+    """:func:`save_model` into a temp folder beside ``final``, then rename it into place.
+
+    A crash mid-save never leaves a half-written ``final`` that a later load would trust.
+    ``finish(tmp)``, when given, adds files (e.g. the model card) before the rename.
+    """
+    import shutil
+    import tempfile
+
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
+    try:
+        save_model(model, tokenizer, tmp)
+        if finish is not None:
+            finish(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -28,8 +28,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -44,7 +42,7 @@ from .config import RunConfig, TrainingConfig
 from .data import TaskData, load_task
 from .errors import OutputDirError
 from .freezing import freeze
-from .modeling import head_parameter_names, load_model_config, load_tokenizer, save_model
+from .modeling import head_parameter_names, load_model_config, load_tokenizer, save_model_atomically
 from .report import (plot_confusion_matrix, plot_learning_curves, plot_transfer_gain, results_table, write_json,
                      atomic_write_text)
 from .significance import paired_bootstrap
@@ -309,20 +307,10 @@ def _compare(results, cfg: RunConfig, transfer_test, baseline_test, num_labels: 
 
 def _write_outputs(out: Path, cfg: RunConfig, results, model, tokenizer, transfer_test, target: TaskData) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    # The model goes to a temp folder first and is renamed into place: a crash mid-save never
-    # leaves a half-written model/ that a later load would trust.
-    tmp = Path(tempfile.mkdtemp(dir=out, prefix=".model."))
-    try:
-        save_model(model, tokenizer, tmp)
-        final = out / "model"
-        # The model card; a card already in model/ (user edits outside the markers) is updated.
-        write_card(tmp, results, cfg.to_dict(), previous=final / "README.md")
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    # With the model card; a card already in model/ (user edits outside the markers) is updated.
+    final = out / "model"
+    save_model_atomically(model, tokenizer, final,
+                          finish=lambda tmp: write_card(tmp, results, cfg.to_dict(), previous=final / "README.md"))
     atomic_write_text(out / "config.yaml", cfg.to_yaml())
     plots = {}
     metric = cfg.target_training.metric_for_best_model
