@@ -51,6 +51,8 @@ def make_parser():
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--learning-rate", type=float, default=1e-4)
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--alignment-weight", type=float, default=None,
+                   help="dann's lambda_max and the mmd/coral weight (default: each strategy's own, 1.0)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes (64 reviews, 64 tokens), one pair: a check, not a result")
     return p
 
@@ -85,7 +87,12 @@ def main(argv=None) -> int:
     training = {"num_epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
                 "eval_batch_size": 64}
 
+    # the knob that sets how hard each method pulls the domains together
+    weight_option = {"dann": "lambda_max", "mmd": "weight", "coral": "weight"}
+
     def config(s, t, strategy):
+        if args.alignment_weight is not None and strategy["name"] in weight_option:
+            strategy = dict(strategy, **{weight_option[strategy["name"]]: args.alignment_weight})
         return RunConfig.from_dict({
             "model": {"name_or_path": args.model, "max_length": args.max_length},
             "source": task(data_dir, s, args.examples_per_domain, eval_cap),
