@@ -115,3 +115,15 @@ def test_unlabelled_files(sample_run_config, tmp_path):
 
     with pytest.raises(DataError, match="no column 'text'"):
         run_transfer(RunConfig.from_dict(data))
+
+
+def test_unlabelled_files_resolve_against_the_config_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "project"
+    (folder / "data").mkdir(parents=True)
+    (folder / "data" / "unlabelled.csv").write_text("text\nsome text\n")
+    (folder / "recipe.yaml").write_text(
+        "target: {name: t, data_files: textransfer:sample_data/reviews.csv, text_columns: [text]}\n"
+        "strategy: {name: coral, unlabelled_files: [data/unlabelled.csv]}\n")
+    monkeypatch.chdir(tmp_path)  # not the config's folder: the relative path must still find the file
+    cfg = RunConfig.from_yaml(folder / "recipe.yaml")
+    assert cfg.strategy.unlabelled_files == [str(folder / "data" / "unlabelled.csv")]

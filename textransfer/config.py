@@ -325,6 +325,10 @@ class RunConfig:
             for task in (cfg.source, cfg.target):
                 if task is not None:
                     _resolve_paths(task, base_dir)
+            # a strategy's own files (dann/mmd/coral's unlabelled text) resolve the same way
+            if getattr(cfg.strategy, "unlabelled_files", None):
+                resolve = _relative_to(base_dir)
+                cfg.strategy.unlabelled_files = [resolve(f) for f in cfg.strategy.unlabelled_files]
         return cfg
 
     @classmethod
@@ -364,18 +368,23 @@ def _map_task_paths(task: "TaskConfig", fn) -> None:
         task.data_files = one(task.data_files)
 
 
+def _relative_to(base_dir: Path):
+    """A function mapping a relative path that exists under ``base_dir`` to that file."""
+
+    def resolve(p: str) -> str:
+        candidate = base_dir / p
+        return str(candidate) if not Path(p).is_absolute() and candidate.exists() else p
+
+    return resolve
+
+
 def _resolve_paths(task: TaskConfig, base_dir: Path) -> None:
     """Make relative local paths relative to the config file, not to the current directory.
 
     (Paths starting with ``textransfer:`` name files shipped inside the package, the sample
     corpus; ``TaskConfig`` resolves those itself.)
     """
-
-    def resolve(p: str) -> str:
-        candidate = base_dir / p
-        return str(candidate) if not Path(p).is_absolute() and candidate.exists() else p
-
-    _map_task_paths(task, resolve)
+    _map_task_paths(task, _relative_to(base_dir))
 
 
 def _is_dataclass_type(tp) -> bool:
