@@ -197,19 +197,24 @@ class Handler(BaseHTTPRequestHandler):
         return True
 
     def _info(self, repo: Repo, rev: str):
-        sha = repo.resolve(rev)
+        sha = self._revision(repo, rev)
         if sha is None:
-            self._error(404, "RevisionNotFound", f"Invalid rev id: {rev}")
             return True
         files = repo.commits[sha]
         self._send(200, {"id": repo.repo_id, "modelId": repo.repo_id, "sha": sha, "private": repo.private,
                          "siblings": [{"rfilename": p} for p in sorted(files)], "tags": [], "downloads": 0})
         return True
 
-    def _tree(self, repo: Repo, rev: str, folder: str):
+    def _revision(self, repo: Repo, rev: str):
+        """The commit ``rev`` names, or None after answering 404 as the Hub does."""
         sha = repo.resolve(rev)
         if sha is None:
             self._error(404, "RevisionNotFound", f"Invalid rev id: {rev}")
+        return sha
+
+    def _tree(self, repo: Repo, rev: str, folder: str):
+        sha = self._revision(repo, rev)
+        if sha is None:
             return True
         prefix = folder.rstrip("/") + "/" if folder else ""
         entries = [{"type": "file", "path": p, "size": len(b), "oid": hashlib.sha1(b).hexdigest()}
@@ -238,9 +243,8 @@ class Handler(BaseHTTPRequestHandler):
         return True
 
     def _commit(self, repo: Repo, rev: str, body: bytes):
-        sha = repo.resolve(rev)
+        sha = self._revision(repo, rev)
         if sha is None:
-            self._error(404, "RevisionNotFound", f"Invalid rev id: {rev}")
             return True
         files = dict(repo.commits[sha])
         message = ""
@@ -263,9 +267,8 @@ class Handler(BaseHTTPRequestHandler):
         return True
 
     def _resolve(self, repo: Repo, rev: str, path: str):
-        sha = repo.resolve(rev)
+        sha = self._revision(repo, rev)
         if sha is None:
-            self._error(404, "RevisionNotFound", f"Invalid rev id: {rev}")
             return True
         data = repo.commits[sha].get(path)
         if data is None:

@@ -67,6 +67,14 @@ def _launch(out, record, overrides, nproc):
     return json.loads((out / "results.json").read_text()), ranks
 
 
+def _saved_weights_difference(tmp_path):
+    """The 2-process run's saved weights, and their largest difference from the 1-process run's."""
+    wa = load_file(str(tmp_path / "ddp" / "model" / "model.safetensors"))
+    wb = load_file(str(tmp_path / "one" / "model" / "model.safetensors"))
+    assert wa.keys() == wb.keys()
+    return wa, max((wa[k] - wb[k]).abs().max().item() for k in wa)
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_two_processes_match_one(case, no_dropout_bert, tmp_path):
     extra = CASES[case]
@@ -104,10 +112,7 @@ def test_two_processes_match_one(case, no_dropout_bert, tmp_path):
     assert ranks[0]["writes"] and not ranks[1]["writes"]
 
     # the saved model equals the one-process model after the same optimiser steps
-    wa = load_file(str(tmp_path / "ddp" / "model" / "model.safetensors"))
-    wb = load_file(str(tmp_path / "one" / "model" / "model.safetensors"))
-    assert wa.keys() == wb.keys()
-    worst = max((wa[k] - wb[k]).abs().max().item() for k in wa)
+    wa, worst = _saved_weights_difference(tmp_path)
     assert worst < 1e-5, f"largest weight difference {worst}"
     # ... and training moved the weights (the comparison is not between two untouched models)
     pretrained = load_file(str(Path(no_dropout_bert) / "model.safetensors"))
@@ -136,8 +141,5 @@ def test_strategies_two_processes_match_one(case, no_dropout_bert, tmp_path):
     assert ddp["target"]["transfer"]["optimizer_steps"] == one["target"]["transfer"]["optimizer_steps"] > 0
     assert ddp["target"]["transfer"]["metrics"] == pytest.approx(one["target"]["transfer"]["metrics"], abs=1e-6)
     assert ranks[0]["writes"] and not ranks[1]["writes"]
-    wa = load_file(str(tmp_path / "ddp" / "model" / "model.safetensors"))
-    wb = load_file(str(tmp_path / "one" / "model" / "model.safetensors"))
-    assert wa.keys() == wb.keys()
-    worst = max((wa[k] - wb[k]).abs().max().item() for k in wa)
+    _, worst = _saved_weights_difference(tmp_path)
     assert worst < 1e-5, f"{case}: largest weight difference {worst}"
