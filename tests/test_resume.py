@@ -3,6 +3,8 @@ metrics and weights as an uninterrupted run; partial checkpoints are never trust
 
 import json
 import os
+import re
+import threading
 import signal
 import subprocess
 import sys
@@ -122,11 +124,17 @@ def test_ctrl_c_saves_says_how_to_resume_and_resumes(uninterrupted, tiny_bert_di
     overrides = [o for o in _overrides(tiny_bert_dir) if "save_steps" not in o]
     proc = subprocess.Popen(_cmd(out, overrides), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=_env())
+    # stderr is read on a thread so the signal goes out once the target stage's training has
+    # visibly started (its progress bar has moved), however fast or slow the machine is
+    chunks = []
+    reader = threading.Thread(target=lambda: chunks.extend(iter(lambda: proc.stderr.read(64), "")), daemon=True)
+    reader.start()
     try:
-        _wait_for(lambda: (out / "checkpoints" / "source" / "done.json").is_file(), proc)
-        time.sleep(1.0)  # into the target stage's training
+        _wait_for(lambda: re.search(r"target:\s+\d+%\|[^|]*\| *[1-9]", "".join(chunks)), proc)
         os.kill(proc.pid, signal.SIGINT)
-        _, stderr = proc.communicate(timeout=120)
+        proc.wait(timeout=120)
+        reader.join(timeout=60)
+        stderr = "".join(chunks)
     finally:
         if proc.poll() is None:
             proc.kill()
