@@ -10,7 +10,7 @@ and tested on all three of its targets.
 
 ```
 python benchmarks/domain_shift.py --data-dir ../shared/data --out domain_shift.json
-python benchmarks/domain_shift.py --data-dir ../shared/data --pairs books->kitchen dvd->electronics --out two.json
+python benchmarks/domain_shift.py --data-dir ../shared/data --pairs 'books->kitchen' 'dvd->electronics' --out two.json
 python benchmarks/domain_shift.py --data-dir ../shared/data --smoke --out /tmp/smoke.json   # ~1 minute
 ```
 
@@ -21,10 +21,13 @@ Prints the per-pair table and the mean per method; writes
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import itertools
 import json
+import multiprocessing
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -44,15 +47,21 @@ def make_parser():
     p.add_argument("--pairs", nargs="*", help="subset of pairs such as books->kitchen (default: all 12)")
     p.add_argument("--methods", default=",".join(METHODS), help="comma-separated adaptation strategies")
     p.add_argument("--model", default="sentence-transformers/all-MiniLM-L6-v2")
-    p.add_argument("--examples-per-domain", type=int, default=640, help="source training reviews per run")
-    p.add_argument("--max-unlabelled", type=int, default=640, help="unlabelled target reviews per run")
+    p.add_argument("--examples-per-domain", type=int, default=1400,
+                   help="source training reviews per run (1,400: a domain's whole train split)")
+    p.add_argument("--max-unlabelled", type=int, default=1400,
+                   help="unlabelled target reviews per run (1,400: the target's whole train split)")
     p.add_argument("--max-length", type=int, default=64)
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--learning-rate", type=float, default=1e-4)
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--alignment-weight", type=float, default=None,
-                   help="dann's lambda_max and the mmd/coral weight (default: each strategy's own, 1.0)")
+    # at 1.0 (the strategies' own default) every method collapsed to one class at this budget
+    p.add_argument("--alignment-weight", type=float, default=0.1,
+                   help="dann's lambda_max and the mmd/coral weight (the strategies' own default is 1.0)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs at a time, each in its own process with cpu_count/jobs torch threads")
+    p.add_argument("--resume", action="store_true", help="go on from OUT.partial, left by a stopped run")
     p.add_argument("--smoke", action="store_true", help="tiny sizes (64 reviews, 64 tokens), one pair: a check, not a result")
     return p
 
@@ -64,79 +73,132 @@ def task(data_dir: Path, domain: str, train_cap: int, eval_cap=None) -> dict:
             "split_seed": 0, "max_train_samples": train_cap, "max_eval_samples": eval_cap}
 
 
-def main(argv=None) -> int:
-    args = make_parser().parse_args(argv)
-    from textransfer import RunConfig, run_transfer
+# the knob that sets how hard each method pulls the domains together
+WEIGHT_OPTION = {"dann": "lambda_max", "mmd": "weight", "coral": "weight"}
+
+
+def run_config(args, source: str, target: str, strategy: dict):
+    from textransfer import RunConfig
+
+    if args.alignment_weight is not None and strategy["name"] in WEIGHT_OPTION:
+        strategy = dict(strategy, **{WEIGHT_OPTION[strategy["name"]]: args.alignment_weight})
+    eval_cap = 64 if args.smoke else None
+    training = {"num_epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
+                "eval_batch_size": 64}
+    data_dir = Path(args.data_dir)
+    return RunConfig.from_dict({
+        "model": {"name_or_path": args.model, "max_length": args.max_length},
+        "source": task(data_dir, source, args.examples_per_domain, eval_cap),
+        "target": task(data_dir, target, args.examples_per_domain, eval_cap),
+        "source_training": training, "target_training": training, "seed": args.seed, "baseline": False,
+        "strategy": dict(strategy, target_labels=False, max_unlabelled=args.max_unlabelled)
+        if strategy["name"] != "finetune" else strategy})
+
+
+def run_unit(args, unit):
+    """One unit of work: ``("source_only", source, [targets])`` or ``(method, source, target)``.
+
+    Returns ``{pair: {column: accuracy}}`` and the unit's wall-clock seconds."""
+    import torch
+
+    from textransfer import run_transfer
     from textransfer.strategies import RunContext
     from textransfer.strategies.base import unwrap
     from textransfer.tokenization import tokenize_splits
     from textransfer.trainer import make_accelerator
     from textransfer.transfer import prepare
 
+    if args.jobs > 1:  # each worker gets its share of the cores; more threads than cores only thrash
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.jobs))
+
+    def context(cfg):
+        tokenizer, tasks = prepare(cfg)
+        tokenized = {k: tokenize_splits(v.splits, tokenizer, cfg.model.max_length) for k, v in tasks.items()}
+        return RunContext(cfg, make_accelerator(), tokenizer, tasks, tokenized)
+
+    t0 = time.perf_counter()
+    kind, source, target = unit
+    if kind == "source_only":  # one model per source, tested on each of its targets
+        run = context(run_config(args, source, target[0], {"name": "finetune"}))
+        trained, _, _ = run.train_stage("source_only", run.pretrained("source"), "source", run.cfg.source_training)
+        found = {}
+        for t in target:
+            test = context(run_config(args, source, t, {"name": "finetune"})).evaluate(unwrap(trained), "target", "test")
+            found[f"{source}->{t}"] = {"source_only": test["metrics"]["accuracy"]}
+    else:
+        with tempfile.TemporaryDirectory(prefix="domain_shift_") as out:
+            results = run_transfer(run_config(args, source, target, {"name": kind}), output_dir=out, overwrite=True)
+        found = {f"{source}->{target}": {kind: results["target"]["transfer"]["metrics"]["accuracy"]}}
+    return found, round(time.perf_counter() - t0, 1)
+
+
+def unit_name(unit) -> str:
+    kind, source, target = unit
+    return f"source_only:{source}" if kind == "source_only" else f"{kind}:{source}->{target}"
+
+
+def main(argv=None) -> int:
+    args = make_parser().parse_args(argv)
     if args.smoke:
         args.examples_per_domain, args.max_unlabelled, args.max_length = 64, 64, 64
         args.pairs = args.pairs or ["books->kitchen"]
-    data_dir = Path(args.data_dir)
+    if args.jobs < 1:
+        sys.exit("--jobs must be >= 1")
     pairs = args.pairs or [f"{s}->{t}" for s, t in itertools.permutations(DOMAINS, 2)]
     for p in pairs:
         s, _, t = p.partition("->")
         if s not in DOMAINS or t not in DOMAINS or s == t:
             sys.exit(f"--pairs: '{p}' is not source->target over {DOMAINS}")
     methods = [m for m in args.methods.split(",") if m]
-    eval_cap = 64 if args.smoke else None
-    training = {"num_epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
-                "eval_batch_size": 64}
-
-    # the knob that sets how hard each method pulls the domains together
-    weight_option = {"dann": "lambda_max", "mmd": "weight", "coral": "weight"}
-
-    def config(s, t, strategy):
-        if args.alignment_weight is not None and strategy["name"] in weight_option:
-            strategy = dict(strategy, **{weight_option[strategy["name"]]: args.alignment_weight})
-        return RunConfig.from_dict({
-            "model": {"name_or_path": args.model, "max_length": args.max_length},
-            "source": task(data_dir, s, args.examples_per_domain, eval_cap),
-            "target": task(data_dir, t, args.examples_per_domain, eval_cap),
-            "source_training": training, "target_training": training, "seed": args.seed, "baseline": False,
-            "strategy": dict(strategy, target_labels=False, max_unlabelled=args.max_unlabelled)
-            if strategy["name"] != "finetune" else strategy})
-
-    def context(cfg):
-        acc = make_accelerator()
-        tokenizer, tasks = prepare(cfg)
-        tokenized = {k: tokenize_splits(v.splits, tokenizer, cfg.model.max_length) for k, v in tasks.items()}
-        return RunContext(cfg, acc, tokenizer, tasks, tokenized)
-
+    settings = {k: v for k, v in vars(args).items() if k not in ("out", "resume", "jobs")}
+    partial_path = Path(f"{args.out}.partial")
     table, cost = {p: {} for p in pairs}, {}
-    t_all = time.perf_counter()
+    if args.resume and partial_path.is_file():
+        # go on from a stopped run, but only one with the same settings: mixed budgets would mislead
+        previous = json.loads(partial_path.read_text())
+        if previous.get("settings") != settings:
+            sys.exit(f"--resume: {partial_path} was written with other settings:\n  {previous.get('settings')}\n"
+                     f"now:\n  {settings}\nrun without --resume, or with the same options.")
+        for p, row in previous["pairs"].items():
+            if p in table:
+                table[p].update(row)
+        cost.update(previous["cost"]["runs_s"])
+    elif partial_path.exists():
+        sys.exit(f"{partial_path} exists (a stopped run): pass --resume to go on from it, or delete it.")
+
+    units = [("source_only", s, [p.split("->")[1] for p in pairs if p.startswith(s + "->")])
+             for s in sorted({p.split("->")[0] for p in pairs})]
+    units += [(m, *p.split("->")) for p in pairs for m in methods]
+    todo = [u for u in units if unit_name(u) not in cost]
+    print(f"{len(todo)} of {len(units)} runs to do, {args.jobs} at a time", flush=True)
 
     def save_partial():
         # after every run: a long benchmark stopped part-way still leaves what it measured
-        partial = {"pairs": table, "cost": {"runs_s": cost}, "complete": False,
-                   "settings": {k: v for k, v in vars(args).items() if k != "out"}}
+        partial = {"pairs": table, "cost": {"runs_s": cost}, "complete": False, "settings": settings}
         tmp = Path(f"{args.out}.partial.tmp")
         tmp.write_text(json.dumps(partial, indent=2))
-        os.replace(tmp, f"{args.out}.partial")
-    # 1. source-only: one model per source, tested on each of its targets
-    for source in sorted({p.split("->")[0] for p in pairs}):
-        t0 = time.perf_counter()
-        targets = [p.split("->")[1] for p in pairs if p.startswith(source + "->")]
-        run = context(config(source, targets[0], {"name": "finetune"}))
-        trained, _, _ = run.train_stage("source_only", run.pretrained("source"), "source", run.cfg.source_training)
-        for target in targets:
-            test = context(config(source, target, {"name": "finetune"})).evaluate(unwrap(trained), "target", "test")
-            table[f"{source}->{target}"]["source_only"] = test["metrics"]["accuracy"]
-        cost[f"source_only:{source}"] = round(time.perf_counter() - t0, 1)
+        os.replace(tmp, partial_path)
+
+    def record(unit, found, seconds):
+        for p, row in found.items():
+            table[p].update(row)
+        cost[unit_name(unit)] = seconds
         save_partial()
-    # 2. each adaptation method on each pair
-    for p in pairs:
-        s, _, t = p.partition("->")
-        for m in methods:
-            t0 = time.perf_counter()
-            results = run_transfer(config(s, t, {"name": m}))
-            table[p][m] = results["target"]["transfer"]["metrics"]["accuracy"]
-            cost[f"{m}:{p}"] = round(time.perf_counter() - t0, 1)
-            save_partial()
+        print(f"[{len(cost)}/{len(units)}] {unit_name(unit)}: "
+              + ", ".join(f"{p} {c} {100 * a:.1f}" for p, row in found.items() for c, a in row.items())
+              + f" ({seconds:.0f} s)", flush=True)
+
+    t_all = time.perf_counter()
+    if args.jobs == 1:
+        for unit in todo:
+            record(unit, *run_unit(args, unit))
+    else:
+        # separate processes, not threads: each run owns its torch threads and its memory
+        ctx = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=ctx) as pool:
+            futures = {pool.submit(run_unit, args, u): u for u in todo}
+            for f in concurrent.futures.as_completed(futures):
+                record(futures[f], *f.result())
     columns = ["source_only", *methods]
     mean = {c: sum(table[p][c] for p in pairs) / len(pairs) for c in columns}
     print(f"\n| pair | {' | '.join(columns)} |\n|---|{'---|' * len(columns)}")
@@ -144,11 +206,17 @@ def main(argv=None) -> int:
         print(f"| {p} | " + " | ".join(f"{100 * table[p][c]:.1f}" for c in columns) + " |")
     print("| **mean** | " + " | ".join(f"**{100 * mean[c]:.1f}**" for c in columns) + " |")
     total = time.perf_counter() - t_all
-    print(f"\nCPU cost: {total / 60:.1f} min on {os.cpu_count()} cores (torch threads {__import__('torch').get_num_threads()})")
+    cpu = sum(cost.values())
+    print(f"\nCost: {total / 60:.1f} min wall-clock this invocation, {args.jobs} job(s) on {os.cpu_count()} cores; "
+          f"{cpu / 60:.1f} min summed over the {len(units)} runs")
     out = {"pairs": table, "mean": mean,
-           "cost": {"total_s": round(total, 1), "runs_s": cost, "cpu_count": os.cpu_count()},
-           "settings": {k: v for k, v in vars(args).items() if k not in ("out",)}}
-    Path(args.out).write_text(json.dumps(out, indent=2))
+           "cost": {"wall_s": round(total, 1), "runs_s": cost, "runs_total_s": round(cpu, 1),
+                    "cpu_count": os.cpu_count(), "jobs": args.jobs},
+           "settings": settings}
+    tmp = Path(f"{args.out}.tmp")
+    tmp.write_text(json.dumps(out, indent=2))
+    os.replace(tmp, args.out)
+    partial_path.unlink(missing_ok=True)
     print(f"written: {args.out}")
     return 0
 

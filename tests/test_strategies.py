@@ -97,6 +97,25 @@ def test_mmd_and_coral_zero_for_identical_positive_for_shifted():
     assert coral_loss(x, scaled).item() == pytest.approx(((cs - ct) ** 2).sum().item() / (4 * d * d), rel=1e-5)
 
 
+def test_mmd_gives_no_reward_for_shrinking_the_features():
+    # With a detached bandwidth, scaling every feature toward 0 drove MMD to 0 and the encoder
+    # took that path on real data (the classifier stayed at chance). The bandwidth follows the
+    # features, so MMD is scale-invariant: the same value at any common scale, and its gradient
+    # has no component along the features themselves (Euler: <z, dMMD/dz> = 0 at degree 0).
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(16, 8, generator=g), torch.randn(16, 8, generator=g) + 0.5
+    base = mmd2(x, y).item()
+    assert base > 0.05
+    for c in (0.01, 0.3, 7.0):
+        assert mmd2(c * x, c * y).item() == pytest.approx(base, rel=1e-4)
+    x.requires_grad_(True)
+    y.requires_grad_(True)
+    mmd2(x, y).backward()
+    radial = (x * x.grad).sum() + (y * y.grad).sum()
+    assert x.grad.abs().sum() > 1e-3  # it still pulls the two batches together
+    assert radial.item() == pytest.approx(0.0, abs=1e-5)
+
+
 @pytest.mark.parametrize("kind", ["mmd", "coral"])
 def test_alignment_gradient_reaches_the_encoder(kind):
     model = tiny_model("bert")
