@@ -147,6 +147,28 @@ def test_entry_points(entry, tiny_bert_dir, tmp_path):
     assert results["world_size"] == 1
 
 
+
+@pytest.mark.parametrize("strategy", [
+    ["strategy.name=l2sp", "strategy.alpha=0.5"],
+    ["strategy.name=features", "strategy.head=mlp"],
+    ["strategy.name=dann", "strategy.lambda_max=0.3"],
+])
+def test_recipe_runs_the_strategy_it_is_given(strategy, tiny_bert_dir, tmp_path):
+    # the recipe script, not the library: a strategy and its options chosen on its command line
+    out = tmp_path / "run"
+    cmd = [sys.executable, str(REPO / "recipes" / "news_to_sentiment.py"), "--config",
+           str(REPO / "recipes" / "news_to_sentiment.yaml"), "--output-dir", str(out),
+           *_overrides(tiny_bert_dir), *strategy]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    name, option = strategy[0].split("=")[1], strategy[1].split("=")[0].split(".")[1]
+    assert results["strategy"]["name"] == name
+    assert str(results["strategy"][option]).lower() == strategy[1].split("=")[1]
+    assert yaml.safe_load((out / "config.yaml").read_text())["strategy"]["name"] == name
+    if name == "dann":  # the source stage also saw the target's text, without its labels
+        assert results["source"]["unlabelled_target_examples"] > 0
+
 @pytest.mark.slow
 def test_embedded_default_with_minilm(tmp_path):
     """The README's demo: the real MiniLM encoder on the shipped sample corpus."""
