@@ -147,7 +147,6 @@ def test_entry_points(entry, tiny_bert_dir, tmp_path):
     assert results["world_size"] == 1
 
 
-
 @pytest.mark.parametrize("strategy", [
     ["strategy.name=l2sp", "strategy.alpha=0.5"],
     ["strategy.name=features", "strategy.head=mlp"],
@@ -168,6 +167,7 @@ def test_recipe_runs_the_strategy_it_is_given(strategy, tiny_bert_dir, tmp_path)
     assert yaml.safe_load((out / "config.yaml").read_text())["strategy"]["name"] == name
     if name == "dann":  # the source stage also saw the target's text, without its labels
         assert results["source"]["unlabelled_target_examples"] > 0
+
 
 @pytest.mark.slow
 def test_embedded_default_with_minilm(tmp_path):
