@@ -80,7 +80,7 @@ WEIGHT_OPTION = {"dann": "lambda_max", "mmd": "weight", "coral": "weight"}
 def run_config(args, source: str, target: str, strategy: dict):
     from textransfer import RunConfig
 
-    if args.alignment_weight is not None and strategy["name"] in WEIGHT_OPTION:
+    if strategy["name"] in WEIGHT_OPTION:
         strategy = dict(strategy, **{WEIGHT_OPTION[strategy["name"]]: args.alignment_weight})
     eval_cap = 64 if args.smoke else None
     training = {"num_epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
@@ -119,11 +119,12 @@ def run_unit(args, unit):
     t0 = time.perf_counter()
     kind, source, target = unit
     if kind == "source_only":  # one model per source, tested on each of its targets
-        run = context(run_config(args, source, target[0], {"name": "finetune"}))
+        runs = {t: context(run_config(args, source, t, {"name": "finetune"})) for t in target}
+        run = runs[target[0]]
         trained, _, _ = run.train_stage("source_only", run.pretrained("source"), "source", run.cfg.source_training)
         found = {}
-        for t in target:
-            test = context(run_config(args, source, t, {"name": "finetune"})).evaluate(unwrap(trained), "target", "test")
+        for t, target_run in runs.items():
+            test = target_run.evaluate(unwrap(trained), "target", "test")
             found[f"{source}->{t}"] = {"source_only": test["metrics"]["accuracy"]}
     else:
         with tempfile.TemporaryDirectory(prefix="domain_shift_") as out:
