@@ -104,9 +104,9 @@ def run_unit(args, unit):
     from textransfer import run_transfer
     from textransfer.strategies import RunContext
     from textransfer.strategies.base import unwrap
-    from textransfer.tokenization import tokenize_splits
-    from textransfer.trainer import make_accelerator
-    from textransfer.transfer import prepare
+    from textransfer.data.tokenization import tokenize_splits
+    from textransfer.training.trainer import make_accelerator
+    from textransfer.run.transfer import prepare
 
     if args.jobs > 1:  # each worker gets its share of the cores; more threads than cores only thrash
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.jobs))

@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 TEXTRANSFER = r"""
 import json, resource, sys, time
-from textransfer.predict import Predictor, predict_file
+from textransfer.inference.predict import Predictor, predict_file
 model, data, out, batch = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 p = Predictor.from_pretrained(model, max_length=256, batch_size=batch)
 t = time.perf_counter()

@@ -57,11 +57,11 @@ def make_parser():
 def main(argv=None) -> int:
     args = make_parser().parse_args(argv)
     from textransfer import RunConfig, run_transfer
-    from textransfer.modeling import save_model
+    from textransfer.modeling.loading import save_model
     from textransfer.strategies import RunContext
-    from textransfer.tokenization import tokenize_splits
-    from textransfer.trainer import make_accelerator
-    from textransfer.transfer import prepare
+    from textransfer.data.tokenization import tokenize_splits
+    from textransfer.training.trainer import make_accelerator
+    from textransfer.run.transfer import prepare
 
     if args.smoke:
         args.ks, args.seeds, args.source_examples, args.max_length = "16", "1", 64, 32

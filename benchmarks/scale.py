@@ -62,10 +62,10 @@ def one_size(rows: int, steps: int, workdir: Path, tokenizer_path: str) -> dict:
 
     from textransfer import TrainingConfig, make_accelerator
     from textransfer.config import TaskConfig
-    from textransfer.data import load_task
-    from textransfer.trainer import StageTrainer
+    from textransfer.data.loading import load_task
+    from textransfer.training.trainer import StageTrainer
 
-    from textransfer.tokenization import tokenize_stream
+    from textransfer.data.tokenization import tokenize_stream
 
     csv = workdir / f"corpus-{rows}.csv"
     t0 = time.perf_counter()

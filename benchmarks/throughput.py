@@ -6,14 +6,14 @@ The same work for every configuration, run one after another in one process:
   a fresh 2-label head initialised under the same seed (so every configuration starts from
   bit-identical weights; the JSON records a checksum of the initial head);
 * SST-2 train shuffled with seed 0, first ``--max-train`` (2,000) examples, ``max_length`` 128,
-  tokenized once with ``textransfer.tokenization.tokenize_dataset`` (shared by all configurations);
+  tokenized once with ``textransfer.data.tokenization.tokenize_dataset`` (shared by all configurations);
 * batch 32, 1 epoch, AdamW at lr 5e-5, linear schedule, no warm-up, no weight decay, gradient
   clipping at 1.0 (Trainer's defaults);
 * evaluated on the SST-2 dev split (872 rows).
 
 Configurations:
 
-* ``textransfer``: ``textransfer.trainer.StageTrainer`` with its default ``TrainingConfig``
+* ``textransfer``: ``textransfer.training.trainer.StageTrainer`` with its default ``TrainingConfig``
   except the settings above (``eval_every_epoch=False``), then ``StageTrainer.evaluate``.
 * ``trainer_dynamic``: ``transformers.Trainer`` with ``DataCollatorWithPadding`` (random order).
 * ``trainer_grouped``: the same with ``train_sampling_strategy="group_by_length"`` (transformers 5's
@@ -57,11 +57,11 @@ from accelerate.utils import set_seed  # noqa: E402
 from transformers import DataCollatorWithPadding, Trainer, TrainingArguments  # noqa: E402
 
 from textransfer.config import ModelConfig, TaskConfig, TrainingConfig  # noqa: E402
-from textransfer.data import load_task  # noqa: E402
-from textransfer.freezing import freeze  # noqa: E402
-from textransfer.modeling import head_parameter_names, load_for_classification, load_tokenizer  # noqa: E402
-from textransfer.tokenization import tokenize_dataset  # noqa: E402
-from textransfer.trainer import StageTrainer, make_accelerator  # noqa: E402
+from textransfer.data.loading import load_task  # noqa: E402
+from textransfer.modeling.freezing import freeze  # noqa: E402
+from textransfer.modeling.loading import head_parameter_names, load_for_classification, load_tokenizer  # noqa: E402
+from textransfer.data.tokenization import tokenize_dataset  # noqa: E402
+from textransfer.training.trainer import StageTrainer, make_accelerator  # noqa: E402
 
 CONFIGS = ("textransfer", "trainer_dynamic", "trainer_grouped", "textransfer_frozen_word_embeddings")
 # The first three are the comparison the issue asks for (the same work on both sides). The
@@ -245,7 +245,7 @@ def warm_up(data, train, seed: int, steps: int) -> None:
     makes the order matter less but does not remove the effect: the order also rotates on each
     repeat, and figures that matter should use ``--repeats 3`` or more.
     """
-    from textransfer.batching import Collator
+    from textransfer.data.batching import Collator
 
     model, _ = fresh_model(data.label_names, seed)
     model.train()

@@ -4,7 +4,7 @@ import random
 
 import torch
 
-from textransfer.batching import Collator, LengthGroupedBatchSampler, sort_by_length
+from textransfer.data.batching import Collator, LengthGroupedBatchSampler, sort_by_length
 
 
 def _lengths(n=1000, seed=0):

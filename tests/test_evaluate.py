@@ -11,8 +11,8 @@ from conftest import REPO
 from published_run import trained_run
 from textransfer.cli import main
 from textransfer.errors import DataError
-from textransfer.evaluation import evaluate_model
-from textransfer.predict import Predictor
+from textransfer.inference.evaluation import evaluate_model
+from textransfer.inference.predict import Predictor
 
 REVIEWS = REPO / "textransfer" / "sample_data" / "reviews.csv"
 

@@ -5,9 +5,9 @@ import torch
 
 from conftest import token_dataset, tiny_model
 from textransfer import ConfigError, TrainingConfig, freeze, make_accelerator
-from textransfer.freezing import encoder_layers, parameter_report
-from textransfer.modeling import head_parameter_names
-from textransfer.trainer import StageTrainer
+from textransfer.modeling.freezing import encoder_layers, parameter_report
+from textransfer.modeling.loading import head_parameter_names
+from textransfer.training.trainer import StageTrainer
 
 
 def _snapshot(model):

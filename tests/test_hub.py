@@ -172,7 +172,7 @@ def test_existing_repo_private_flag_and_revision(run_dir, hub, tmp_path):
     # the library call, into an existing repo and a new branch
     code = """
     import sys
-    from textransfer.hub import push_to_hub
+    from textransfer.publish.hub import push_to_hub
     print(push_to_hub(sys.argv[1], "me/existing", revision="v1"))
     """
     lib = run_py(env, code, str(run_dir))

@@ -6,7 +6,7 @@ from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_sc
 
 import evaluate
 from textransfer import ConfigError, compute_metrics
-from textransfer.metrics import OFFLINE_METRICS, load_metric
+from textransfer.metrics.scores import OFFLINE_METRICS, load_metric
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -8,7 +8,7 @@ from transformers import AutoModel, AutoModelForSequenceClassification
 
 from conftest import random_batch, tiny_config, tiny_model
 from textransfer import ConfigError, ModelConfig, load_for_classification, swap_head
-from textransfer.modeling import head_parameter_names, resolve_model_path
+from textransfer.modeling.loading import head_parameter_names, resolve_model_path
 
 
 def _encoder_state(model):

@@ -12,7 +12,7 @@ from conftest import REPO
 from published_run import trained_run
 from textransfer.cli import main
 from textransfer.errors import DataError
-from textransfer.predict import Predictor, predict_file, read_chunks
+from textransfer.inference.predict import Predictor, predict_file, read_chunks
 
 REVIEWS = REPO / "textransfer" / "sample_data" / "reviews.csv"
 

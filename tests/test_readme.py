@@ -21,7 +21,7 @@ def test_config_reference_lists_every_option(cls, prefix):
 
 
 def test_config_reference_lists_every_strategy_option():
-    from textransfer.strategies.base import _REGISTRY
+    from textransfer.strategies.registry import _REGISTRY
 
     for name, (config_class, _) in _REGISTRY.items():
         for f in dataclasses.fields(config_class):

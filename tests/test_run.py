@@ -12,7 +12,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipe
 
 from conftest import REPO
 from textransfer import RunConfig, run_transfer
-from textransfer.report import results_table
+from textransfer.publish.report import results_table
 
 METRICS = {"accuracy", "f1", "precision", "recall"}
 
@@ -82,10 +82,10 @@ def test_same_seed_same_results(sample_run_config, tmp_path):
 
 def test_transfer_really_starts_from_the_source_encoder(sample_run_config, tmp_path, monkeypatch):
     """The target stage's encoder is the source-tuned one; the baseline's is the pretrained one."""
-    import textransfer.transfer as tr
+    import textransfer.strategies.base as tr
 
     seen = {}
-    real_train_stage = tr._train_stage
+    real_train_stage = tr.train_stage
 
     def spy(name, model, *args, **kwargs):
         seen[name] = {k: v.clone() for k, v in model.base_model.state_dict().items()}
@@ -93,7 +93,7 @@ def test_transfer_really_starts_from_the_source_encoder(sample_run_config, tmp_p
         seen[name + "_after"] = {k: v.clone() for k, v in out[0].base_model.state_dict().items()}
         return out
 
-    monkeypatch.setattr(tr, "_train_stage", spy)
+    monkeypatch.setattr(tr, "train_stage", spy)
     run_transfer(sample_run_config, output_dir=tmp_path / "r")
     keys = list(seen["source"])
     assert all(torch.equal(seen["source_after"][k], seen["target"][k]) for k in keys)

@@ -7,15 +7,15 @@ import torch
 
 from conftest import random_batch, tiny_model, token_dataset
 from textransfer import ConfigError, RunConfig, TrainingConfig, available_strategies, get_strategy
-from textransfer.layerwise import num_depths, parameter_depths
-from textransfer.modeling import head_parameter_names
+from textransfer.modeling.layerwise import num_depths, parameter_depths
+from textransfer.modeling.loading import head_parameter_names
 from textransfer.strategies.base import classify_with_features, masked_mean
 from textransfer.strategies.coral import CORALConfig, CORALModel, coral_loss
 from textransfer.strategies.dann import DANNConfig, DANNModel, ganin_lambda, reverse_gradient
 from textransfer.strategies.joint import JointModel
 from textransfer.strategies.l2sp import L2SPTrainer
 from textransfer.strategies.mmd import MMDConfig, MMDModel, mmd2
-from textransfer.trainer import StageTrainer, make_accelerator
+from textransfer.training.trainer import StageTrainer, make_accelerator
 
 ALL = ["coral", "dann", "features", "finetune", "joint", "l2sp", "mmd", "scratch"]
 

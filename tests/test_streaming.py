@@ -8,7 +8,7 @@ from datasets import Dataset, IterableDataset
 
 from conftest import REPO
 from textransfer import ConfigError, DataError, RunConfig, TaskConfig, load_task
-from textransfer.streaming import LengthGroupedStream
+from textransfer.data.streaming import LengthGroupedStream
 
 CONFIG = REPO / "recipes" / "news_to_sentiment.yaml"
 

@@ -6,8 +6,8 @@ import pytest
 from datasets import Dataset, load_dataset
 
 from textransfer import ConfigError, ModelConfig
-from textransfer.modeling import load_model_config
-from textransfer.tokenization import check_max_length, model_max_length, tokenize_dataset
+from textransfer.modeling.loading import load_model_config
+from textransfer.data.tokenization import check_max_length, model_max_length, tokenize_dataset
 
 
 @pytest.fixture

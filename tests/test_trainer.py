@@ -8,8 +8,8 @@ from accelerate import Accelerator
 
 from conftest import token_dataset, tiny_model
 from textransfer import TrainingConfig, make_accelerator
-from textransfer.modeling import head_parameter_names
-from textransfer.trainer import StageTrainer
+from textransfer.modeling.loading import head_parameter_names
+from textransfer.training.trainer import StageTrainer
 
 
 def _trainer(model, tok, seed=0, metrics=("accuracy", "f1"), **kw):

@@ -42,7 +42,8 @@ def make_parser() -> argparse.ArgumentParser:
     compare.add_argument("--strategies", required=True,
                          help="comma-separated strategy names, e.g. finetune,features,l2sp,dann,mmd,coral")
     # Publish and use: each module owns its arguments and its command (args.func).
-    from . import evaluation, hub, predict
+    from .inference import evaluation, predict
+    from .publish import hub
 
     hub.add_arguments(sub.add_parser("push", help="push a run's model, tokenizer and card to the Hub"))
     predict.add_arguments(sub.add_parser("predict", help="label every row of a csv/tsv/jsonl/parquet file"))
@@ -96,8 +97,8 @@ def _run_config(args: argparse.Namespace):
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from .report import results_table
-    from .transfer import run_transfer
+    from .publish.report import results_table
+    from .run.transfer import run_transfer
 
     config, overrides, cfg, output_dir = _run_config(args)
     try:
@@ -119,7 +120,7 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def compare_command(args: argparse.Namespace) -> int:
-    from .compare import compare_strategies, comparison_markdown
+    from .run.compare import compare_strategies, comparison_markdown
 
     _, _, cfg, output_dir = _run_config(args)
     comparison = compare_strategies(cfg, args.strategies.split(","), output_dir,

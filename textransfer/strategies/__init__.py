@@ -1,4 +1,8 @@
-"""Transfer strategies, one module each, registered by name.
+"""Layer 6, strategies: how the transfer arm of a run is trained, one module each, registered
+by name (``registry``); their options live in ``textransfer.config.strategies``.
+
+May import: ``config``, ``data``, ``modeling``, ``metrics``, ``training`` and the leaves; a
+strategy trains through ``training.stage.train_stage``, never through the run layer.
 
 | name | what the source contributes |
 | --- | --- |
@@ -18,9 +22,10 @@ cfg = textransfer.RunConfig.from_yaml("recipes/news_to_sentiment.yaml", override
 ```
 """
 
-from .base import (RunContext, Strategy, StrategyConfig, TransferOutcome, available_strategies, get_strategy,
-                   register_strategy, strategy_config, train_baseline)
-from . import finetune, scratch, features, l2sp, joint, dann, mmd, coral  # noqa: E402,F401  (registers them)
+from ..config import StrategyConfig, strategy_config
+from .base import RunContext, Strategy, TransferOutcome, train_baseline
+from .registry import available_strategies, get_strategy, register_strategy
+from . import finetune, scratch, features, l2sp, joint, dann, mmd, coral  # noqa: E402, F401  (registers them)
 
 __all__ = ["RunContext", "Strategy", "StrategyConfig", "TransferOutcome", "available_strategies", "get_strategy",
            "register_strategy", "strategy_config", "train_baseline"]

@@ -27,34 +27,15 @@ import datasets
 import torch
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from ..config import _help
 from ..errors import ConfigError, DataError
-from ..modeling import swap_head
-from ..tokenization import tokenize_dataset
-from ..trainer import StageTrainer
-from .base import (RunContext, Strategy, StrategyConfig, TransferOutcome, classify_with_features, masked_mean,
-                   model_inputs, unwrap, wrapping_trainer)
+from ..modeling.loading import swap_head
+from ..data.tokenization import tokenize_dataset
+from ..training.trainer import StageTrainer
+from ..config.strategies import AdaptationConfig
+from .base import (RunContext, Strategy, TransferOutcome, classify_with_features, masked_mean, model_inputs, unwrap,
+                   wrapping_trainer)
 
 _BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".txt": "text"}
-
-
-@dataclass
-class AdaptationConfig(StrategyConfig):
-    """Options of every domain-adaptation strategy.
-
-    Args:
-        target_labels (`bool`): fine-tune on the target labels after adapting; ``false`` is
-            unsupervised adaptation (the adapted source model is tested on the target).
-        unlabelled_files (`list[str]`): files of unlabelled target text; empty means the target
-            train split with its labels ignored.
-        unlabelled_text_column (`str`): the text column of ``unlabelled_files``.
-        max_unlabelled (`int`, *optional*): cap on unlabelled examples (seeded sample).
-    """
-
-    target_labels: bool = field(default=True, **_help("DA: also fine-tune on target labels (false: unsupervised DA)."))
-    unlabelled_files: List[str] = field(default_factory=list, **_help("DA: files of unlabelled target text (default: target train, labels ignored)."))
-    unlabelled_text_column: str = field(default="text", **_help("DA: text column of unlabelled_files."))
-    max_unlabelled: Optional[int] = field(default=None, **_help("DA: cap on unlabelled target examples."))
 
 
 class AlignmentModel(torch.nn.Module):

@@ -26,8 +26,6 @@ and a recipe selects it with ``strategy: {name: mine, strength: 0.5}`` (or
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple, Type
@@ -35,78 +33,9 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Type
 import torch
 from accelerate.utils import set_seed
 
-from ..config import _build, _help
+from ..config import StrategyConfig
+from ..training.stage import train_stage
 from ..errors import ConfigError
-
-_REGISTRY: Dict[str, Tuple[Type["StrategyConfig"], Type["Strategy"]]] = {}
-
-
-@dataclass
-class StrategyConfig:
-    """Options every strategy has.
-
-    Args:
-        name (`str`): the registered strategy name (``textransfer.available_strategies()``).
-    """
-
-    name: str = field(default="finetune", **_help("Strategy: finetune, scratch, features, l2sp, joint, dann, mmd, coral."))
-
-
-def register_strategy(name: str, config_class: Type[StrategyConfig]):
-    """Class decorator: register a :class:`Strategy` under ``name`` with its config dataclass."""
-    if not name.isidentifier():
-        raise ValueError(f"strategy name {name!r} must be an identifier")
-    if not (dataclasses.is_dataclass(config_class) and issubclass(config_class, StrategyConfig)):
-        raise TypeError(f"{config_class!r} must be a dataclass subclassing StrategyConfig")
-
-    def wrap(cls):
-        if name in _REGISTRY and _REGISTRY[name][1] is not cls:
-            raise ValueError(f"a strategy named {name!r} is already registered ({_REGISTRY[name][1].__name__})")
-        cls.name = name
-        cls.config_class = config_class
-        _REGISTRY[name] = (config_class, cls)
-        return cls
-
-    return wrap
-
-
-def available_strategies() -> List[str]:
-    """The registered strategy names."""
-    return sorted(_REGISTRY)
-
-
-def _lookup(name: str):
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(str(name), list(_REGISTRY), n=1)
-        hint = f" Did you mean `{close[0]}`?" if close else ""
-        raise ConfigError(f"unknown strategy `{name}`.{hint} Available: {', '.join(available_strategies())}.")
-    return _REGISTRY[name]
-
-
-def strategy_config(data: Any, prefix: str = "strategy.") -> StrategyConfig:
-    """Build (and type-check) the config dataclass of the strategy named in ``data``.
-
-    ``data`` is a mapping such as ``{"name": "l2sp", "alpha": 0.01}``, a bare name, ``None``
-    (the default, ``finetune``), or already a `StrategyConfig`.
-    """
-    if isinstance(data, StrategyConfig):
-        return data
-    if data is None:
-        data = {}
-    if isinstance(data, str):
-        data = {"name": data}
-    if not isinstance(data, dict):
-        raise ConfigError(f"`strategy` must be a mapping such as {{name: l2sp, alpha: 0.01}}, got {data!r}.")
-    config_class, _ = _lookup(data.get("name", "finetune"))
-    return _build(config_class, data, prefix=prefix)
-
-
-def get_strategy(config) -> "Strategy":
-    """The strategy for ``config`` (a name, a mapping, or a `StrategyConfig`)."""
-    cfg = strategy_config(config)
-    _, cls = _lookup(cfg.name)
-    return cls(cfg)
-
 
 @dataclass
 class TransferOutcome:
@@ -141,22 +70,20 @@ class RunContext:
     def train_stage(self, name, model, task_key: str, args, trainer_factory=None, aux_ds=None, train_ds=None):
         """Train ``model`` on task ``task_key`` (``"source"``/``"target"``) with ``args``;
         returns ``(trained model, summary, test predictions)`` (see ``transfer._train_stage``)."""
-        from ..transfer import _train_stage
-
-        return _train_stage(name, model, self.tokenizer, self.tasks[task_key], self.tokenized[task_key], args,
+        return train_stage(name, model, self.tokenizer, self.tasks[task_key], self.tokenized[task_key], args,
                             self.cfg, self.accelerator, self.checkpoint_root,
                             trainer_factory=trainer_factory, aux_ds=aux_ds, train_ds=train_ds)
 
     def pretrained(self, task_key: str):
         """The pretrained encoder with a fresh head for task ``task_key``, under the run's seed."""
-        from ..modeling import load_for_classification
+        from ..modeling.loading import load_for_classification
 
         set_seed(self.cfg.seed)
         return load_for_classification(self.cfg.model, self.tasks[task_key].label_names)
 
     def evaluate(self, model, task_key: str = "target", split: str = "test") -> Dict[str, Any]:
         """Metrics and predictions of ``model`` on a split (length-sorted order, as the baseline's)."""
-        from ..trainer import StageTrainer
+        from ..training.trainer import StageTrainer
 
         trainer = StageTrainer(model, self.tokenizer, self.cfg.target_training, self.accelerator, self.cfg.metrics,
                                seed=self.cfg.seed)
@@ -210,7 +137,7 @@ def train_source_then_target(run: RunContext, source_factory=None, target_factor
 
     ``source_factory`` / ``target_factory`` build each stage's trainer (default: `StageTrainer`).
     """
-    from ..modeling import swap_head
+    from ..modeling.loading import swap_head
 
     run.require_source("finetune")
     model = run.pretrained("source")
@@ -226,7 +153,7 @@ def train_source_then_target(run: RunContext, source_factory=None, target_factor
 
 def unwrap(model):
     """The Hugging Face model inside a strategy's wrapper module (or ``model`` itself)."""
-    from ..layerwise import classification_model
+    from ..modeling.layerwise import classification_model
 
     return classification_model(model)
 
@@ -289,7 +216,7 @@ def wrapping_trainer(wrap: Callable[[Any], torch.nn.Module], trainer_class=None,
     gradients are all-reduced like the encoder's. Head names are re-rooted (``model.``) and
     every parameter outside the Hugging Face model counts as a head (``head_learning_rate``).
     """
-    from ..trainer import StageTrainer
+    from ..training.trainer import StageTrainer
 
     cls = trainer_class or StageTrainer
 

@@ -8,23 +8,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..config import _help
 from ..errors import ConfigError
-from .adaptation import AdaptationConfig, AdaptationStrategy, AlignmentModel
-from .base import register_strategy
-
-
-@dataclass
-class CORALConfig(AdaptationConfig):
-    """Args:
-        weight (`float`): weight of the CORAL term.
-    """
-
-    weight: float = field(default=1.0, **_help("mmd/coral: weight of the alignment loss."))
-
-    def __post_init__(self):
-        if self.weight < 0:
-            raise ConfigError(f"`strategy.weight` must be >= 0, got {self.weight}.")
+from ..config.strategies import CORALConfig
+from .adaptation import AdaptationStrategy, AlignmentModel
+from .registry import register_strategy
 
 
 def covariance(x: torch.Tensor) -> torch.Tensor:

@@ -14,32 +14,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..config import _help
 from ..errors import ConfigError
-from .adaptation import AdaptationConfig, AdaptationStrategy, AlignmentModel
-from .base import register_strategy
-
-
-@dataclass
-class DANNConfig(AdaptationConfig):
-    """Args:
-        lambda_max (`float`): the reversal weight reached at the end of training.
-        gamma (`float`): steepness of the schedule.
-        domain_hidden (`int`): hidden units of the domain classifier.
-        domain_dropout (`float`): dropout inside the domain classifier.
-    """
-
-    lambda_max: float = field(default=1.0, **_help("dann: final gradient-reversal weight."))
-    gamma: float = field(default=10.0, **_help("dann: steepness of lambda_p = 2/(1+exp(-gamma p)) - 1."))
-    domain_hidden: int = field(default=256, **_help("dann: hidden units of the domain classifier."))
-    domain_dropout: float = field(default=0.1, **_help("dann: dropout inside the domain classifier."))
-
-    def __post_init__(self):
-        if not 0.0 <= self.domain_dropout < 1.0:
-            raise ConfigError(f"`strategy.domain_dropout` must be in [0, 1); got {self.domain_dropout}.")
-        if self.lambda_max < 0 or self.gamma <= 0 or self.domain_hidden < 1:
-            raise ConfigError("`strategy.lambda_max` must be >= 0, `strategy.gamma` > 0 and "
-                              f"`strategy.domain_hidden` >= 1; got {self.lambda_max}, {self.gamma}, {self.domain_hidden}.")
+from ..config.strategies import DANNConfig
+from .adaptation import AdaptationStrategy, AlignmentModel
+from .registry import register_strategy
 
 
 class GradientReversal(torch.autograd.Function):

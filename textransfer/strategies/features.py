@@ -25,40 +25,16 @@ import torch
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
-from ..batching import eval_dataloader, sort_by_length
-from ..config import _help
+from ..data.batching import eval_dataloader, sort_by_length
+
 from ..errors import ConfigError
-from ..freezing import parameter_report
-from ..metrics import compute_metrics
-from .base import RunContext, Strategy, StrategyConfig, TransferOutcome, masked_mean, register_strategy, unwrap
+from ..modeling.freezing import parameter_report
+from ..metrics.scores import compute_metrics
+from ..config.strategies import FeaturesConfig, FEATURE_HEADS
+from .base import RunContext, Strategy, TransferOutcome, masked_mean, unwrap
+from .registry import register_strategy
 
-HEADS = ("linear", "logistic", "mlp")
-
-
-@dataclass
-class FeaturesConfig(StrategyConfig):
-    """Args:
-        head (`str`): ``linear``, ``logistic`` or ``mlp``.
-        encoder (`str`): ``source`` (fine-tune on the source first, then freeze) or
-            ``pretrained`` (freeze the pretrained encoder).
-        head_learning_rate (`float`): AdamW rate of the linear / mlp head.
-        mlp_hidden (`int`): hidden units of the mlp head.
-        l2 (`float`): L2 penalty of the logistic head.
-    """
-
-    head: str = field(default="linear", **_help("features: head on the cached features: linear, logistic or mlp."))
-    encoder: str = field(default="source", **_help("features: 'source' (source-tuned) or 'pretrained' frozen encoder."))
-    head_learning_rate: float = field(default=1e-3, **_help("features: learning rate of the linear/mlp head."))
-    mlp_hidden: int = field(default=256, **_help("features: hidden units of the mlp head."))
-    l2: float = field(default=1e-3, **_help("features: L2 penalty of the logistic head."))
-
-    def __post_init__(self):
-        if self.head not in HEADS:
-            raise ConfigError(f"`strategy.head` must be one of {', '.join(HEADS)}, got '{self.head}'.")
-        if self.encoder not in ("source", "pretrained"):
-            raise ConfigError(f"`strategy.encoder` must be 'source' or 'pretrained', got '{self.encoder}'.")
-        if self.head_learning_rate <= 0 or self.mlp_hidden < 1 or self.l2 < 0:
-            raise ConfigError("`strategy.head_learning_rate` must be > 0, `mlp_hidden` >= 1 and `l2` >= 0.")
+HEADS = FEATURE_HEADS
 
 
 def make_head(kind: str, dim: int, num_labels: int, hidden: int = 256) -> torch.nn.Module:

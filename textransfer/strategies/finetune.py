@@ -9,12 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import RunContext, Strategy, StrategyConfig, TransferOutcome, register_strategy, train_source_then_target
-
-
-@dataclass
-class FinetuneConfig(StrategyConfig):
-    """``finetune`` has no options of its own (the stages' ``*_training`` sections set it up)."""
+from ..config.strategies import FinetuneConfig
+from .base import RunContext, Strategy, TransferOutcome, train_source_then_target
+from .registry import register_strategy
 
 
 @register_strategy("finetune", FinetuneConfig)

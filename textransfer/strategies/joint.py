@@ -14,24 +14,12 @@ from dataclasses import dataclass, field
 import torch
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from ..config import _help
 from ..errors import ConfigError
-from ..modeling import attach_head
-from ..trainer import StageTrainer
-from .base import RunContext, Strategy, StrategyConfig, TransferOutcome, register_strategy, unwrap, wrapping_trainer
-
-
-@dataclass
-class JointConfig(StrategyConfig):
-    """Args:
-        alpha (`float`): weight of the source loss; the target loss gets ``1 - alpha``.
-    """
-
-    alpha: float = field(default=0.5, **_help("joint: loss = alpha * L_source + (1 - alpha) * L_target."))
-
-    def __post_init__(self):
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ConfigError(f"`strategy.alpha` must be in [0, 1], got {self.alpha}.")
+from ..modeling.loading import attach_head
+from ..training.trainer import StageTrainer
+from ..config.strategies import JointConfig
+from .base import RunContext, Strategy, TransferOutcome, unwrap, wrapping_trainer
+from .registry import register_strategy
 
 
 class JointModel(torch.nn.Module):

@@ -19,27 +19,11 @@ from typing import Dict
 
 import torch
 
-from ..config import _help
 from ..errors import ConfigError
-from ..trainer import StageTrainer
-from .base import (RunContext, Strategy, StrategyConfig, TransferOutcome, make_factory, register_strategy,
-                   train_source_then_target)
-
-
-@dataclass
-class L2SPConfig(StrategyConfig):
-    """Args:
-        alpha (`float`): weight of ``||w_encoder - w_source||^2 / 2``.
-        beta (`float`): weight of ``||w_head||^2 / 2``.
-    """
-
-    alpha: float = field(default=0.01, **_help("l2sp: weight of ||w - w_source||^2 / 2 on the encoder."))
-    beta: float = field(default=0.01, **_help("l2sp: weight of ||w_head||^2 / 2 on the new head."))
-
-    def __post_init__(self):
-        for name in ("alpha", "beta"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"`strategy.{name}` must be >= 0, got {getattr(self, name)}.")
+from ..training.trainer import StageTrainer
+from ..config.strategies import L2SPConfig
+from .base import RunContext, Strategy, TransferOutcome, make_factory, train_source_then_target
+from .registry import register_strategy
 
 
 class L2SPTrainer(StageTrainer):

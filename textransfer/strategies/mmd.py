@@ -14,30 +14,10 @@ from typing import List, Sequence
 
 import torch
 
-from ..config import _help
 from ..errors import ConfigError
-from .adaptation import AdaptationConfig, AdaptationStrategy, AlignmentModel
-from .base import register_strategy
-
-
-@dataclass
-class MMDConfig(AdaptationConfig):
-    """Args:
-        weight (`float`): weight of the MMD term.
-        kernel_multipliers (`list[float]`): Gaussian bandwidths, as multiples of the mean
-            squared pairwise distance.
-    """
-
-    weight: float = field(default=1.0, **_help("mmd/coral: weight of the alignment loss."))
-    kernel_multipliers: List[float] = field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0, 4.0],
-                                            **_help("mmd: Gaussian bandwidths (x mean squared distance)."))
-
-    def __post_init__(self):
-        if self.weight < 0:
-            raise ConfigError(f"`strategy.weight` must be >= 0, got {self.weight}.")
-        if not self.kernel_multipliers or any(float(m) <= 0 for m in self.kernel_multipliers):
-            raise ConfigError(f"`strategy.kernel_multipliers` must be positive numbers, got {self.kernel_multipliers}.")
-        self.kernel_multipliers = [float(m) for m in self.kernel_multipliers]
+from ..config.strategies import MMDConfig
+from .adaptation import AdaptationStrategy, AlignmentModel
+from .registry import register_strategy
 
 
 def mmd2(x: torch.Tensor, y: torch.Tensor, multipliers: Sequence[float] = (0.25, 0.5, 1.0, 2.0, 4.0)) -> torch.Tensor:

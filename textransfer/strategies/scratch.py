@@ -13,13 +13,10 @@ from dataclasses import dataclass
 from accelerate.utils import set_seed
 from transformers import AutoModelForSequenceClassification
 
-from ..modeling import _set_labels, load_model_config, quiet_transformers
-from .base import RunContext, Strategy, StrategyConfig, TransferOutcome, register_strategy
-
-
-@dataclass
-class ScratchConfig(StrategyConfig):
-    """``scratch`` has no options of its own; it trains with ``target_training``."""
+from ..modeling.loading import _set_labels, load_model_config, quiet_transformers
+from ..config.strategies import ScratchConfig
+from .base import RunContext, Strategy, TransferOutcome
+from .registry import register_strategy
 
 
 def random_model(model_cfg, label_names, seed: int):

@@ -28,8 +28,8 @@ import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict
 from datasets.utils.stratify import stratified_shuffle_split_generate_indices
 
-from .config import TaskConfig
-from .errors import ConfigError, DataError
+from ..config import TaskConfig
+from ..errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 

@@ -19,9 +19,10 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .config import DEFAULT_METRICS
-from .errors import DataError
-from .predict import Predictor, read_chunks, resolve_model
+from ..config import DEFAULT_METRICS
+from ..errors import DataError
+from ..files import resolve_model
+from .predict import Predictor, read_chunks
 
 
 def per_class_report(predictions: Sequence[int], references: Sequence[int], label_names: List[str]) -> Dict[str, Any]:
@@ -84,8 +85,8 @@ def _from_file(predictor: Predictor, path: str, text_column: str, label_column: 
 
 
 def _from_config(predictor: Predictor, path: str):
-    from .config import RunConfig
-    from .data import load_task
+    from ..config import RunConfig
+    from ..data.loading import load_task
 
     cfg = RunConfig.from_yaml(path)
     task = load_task(cfg.target, cache_dir=cfg.cache_dir)
@@ -117,17 +118,18 @@ def evaluate_model(model: str, data: str, text_column: str = "text", label_colum
     Returns:
         ``{"metrics": ..., "per_class": ..., "confusion_matrix": ..., "rows": n, ...}``
     """
-    from .metrics import compute_metrics
-    from .report import atomic_write_text, plot_confusion_matrix, write_json
-    from .transfer import check_output_dir
+    from ..metrics.scores import compute_metrics
+    from ..files import atomic_write_text, write_json
+    from ..publish.report import plot_confusion_matrix
+    from ..files import check_output_dir
 
     out = check_output_dir(output_dir, overwrite)
     is_config = Path(data).suffix.lower() in (".yaml", ".yml")
     if is_config:
-        from .config import RunConfig
+        from ..config import RunConfig
 
         cfg = RunConfig.from_yaml(data)
-        _, run_config = resolve_model(model)
+        run_config = resolve_model(model).run_config
         if max_length is None and not run_config:
             max_length = cfg.model.max_length
     predictor = Predictor.from_pretrained(model, max_length=max_length, batch_size=batch_size)

@@ -13,7 +13,7 @@ from typing import Dict, Sequence
 
 import numpy as np
 
-from .metrics import AVERAGED
+from .scores import AVERAGED
 
 
 def _scores(pred: np.ndarray, ref: np.ndarray, num_labels: int) -> Dict[str, np.ndarray]:

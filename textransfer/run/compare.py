@@ -21,11 +21,12 @@ import copy
 from pathlib import Path
 from typing import Any, Dict, List
 
-from .config import RunConfig
-from .errors import ConfigError
-from .report import atomic_write_text, write_json
-from .strategies import available_strategies, strategy_config
-from .transfer import check_output_dir, run_transfer
+from ..config import RunConfig
+from ..errors import ConfigError
+from ..files import atomic_write_text, write_json
+from ..strategies import available_strategies, strategy_config
+from ..files import check_output_dir
+from .transfer import run_transfer
 
 
 def _row(name: str, results: Dict[str, Any]) -> Dict[str, Any]:

@@ -28,7 +28,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 import torch
 
-from .report import write_json
+from ..files import write_json
 
 COMPLETE = "COMPLETE"
 LOOP_STATE = "loop.json"
@@ -169,7 +169,7 @@ def prepare_checkpoint_root(out: Path, cfg, accelerator) -> Path:
     folder to be a textransfer run and the config to match the one the run started with:
     resuming under another config would splice two different runs together.
     """
-    from .errors import ConfigError, OutputDirError
+    from ..errors import ConfigError, OutputDirError
 
     root = Path(out) / "checkpoints"
     saved = root / RUN_CONFIG
@@ -196,7 +196,7 @@ def prepare_checkpoint_root(out: Path, cfg, accelerator) -> Path:
         if not cfg.resume and root.exists():
             shutil.rmtree(root)
         if not saved.is_file():
-            from .report import atomic_write_text
+            from ..files import atomic_write_text
 
             atomic_write_text(saved, cfg.to_yaml())
     accelerator.wait_for_everyone()
@@ -221,7 +221,7 @@ def record_stage(root: Path, stage: str, record: Dict[str, Any], model=None, tok
     folder = Path(root) / stage
     folder.mkdir(parents=True, exist_ok=True)
     if model is not None:
-        from .modeling import save_model_atomically
+        from ..modeling.loading import save_model_atomically
 
         save_model_atomically(model, tokenizer, folder / "model")
     write_json(folder / STAGE_DONE, record)

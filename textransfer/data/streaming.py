@@ -46,8 +46,8 @@ from datasets.fingerprint import Hasher
 from torch.utils.data import DataLoader
 
 from .batching import Collator
-from .config import TaskConfig
-from .errors import ConfigError, DataError
+from ..config import TaskConfig
+from ..errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def _file_identity(paths: List[str]) -> List[Any]:
 
 
 def _open_stream(task: TaskConfig, split: str, files: Optional[Dict[str, List[str]]], cache_dir) -> IterableDataset:
-    from .data import _BUILDERS, _infer_format
+    from .loading import _BUILDERS, _infer_format
 
     if files is None:
         try:
@@ -164,7 +164,7 @@ class _NonEmpty:
 
 def _pipeline(task: TaskConfig, ds: IterableDataset, split: str, origin: str, names, mapping) -> IterableDataset:
     """The lazy counterpart of ``load_task``'s per-split steps: rows, filters, labels, text."""
-    from .data import _JoinText, _RowFilter, _check_columns, parse_filter
+    from .loading import _JoinText, _RowFilter, _check_columns, parse_filter
 
     first = _first_row(task, ds, split, origin)
     columns = list(first)
@@ -234,7 +234,7 @@ def _materialise(stream: IterableDataset, n: Optional[int], key: List[Any], cach
 def load_stream_task(task: TaskConfig, cache_dir: Optional[str] = None):
     """``load_task`` for ``streaming: true``: train is an ``IterableDataset``; validation and test
     are small ``Dataset`` tables (see the module docstring for where they come from)."""
-    from .data import TaskData, _local_files
+    from .loading import TaskData, _local_files
 
     check_streaming_task(task)
     files = _local_files(task)

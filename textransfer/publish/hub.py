@@ -30,7 +30,8 @@ import json
 from pathlib import Path
 from typing import Optional
 
-from .errors import ConfigError, TextransferError
+from ..errors import ConfigError, TextransferError
+from ..files import resolve_model
 
 # Files of a run's model folder that are not part of the model (temporary files of an
 # interrupted save, editor droppings).
@@ -39,23 +40,6 @@ _SKIP_PREFIXES = (".",)
 
 class HubError(TextransferError):
     """Pushing to (or reading from) the Hub failed; the message names the repo and the cause."""
-
-
-def _model_folder(path: str):
-    """(model folder, results or None, run config or None) for a run directory or a model folder."""
-    p = Path(path)
-    if (p / "model" / "config.json").is_file():
-        results = json.loads((p / "results.json").read_text()) if (p / "results.json").is_file() else None
-        config = None
-        if (p / "config.yaml").is_file():
-            import yaml
-
-            config = yaml.safe_load((p / "config.yaml").read_text())
-        return p / "model", results, config
-    if (p / "config.json").is_file():
-        return p, None, None
-    raise ConfigError(f"'{path}' is neither a run directory (with model/config.json) nor a saved model folder "
-                      f"(with config.json); nothing was pushed.")
 
 
 def model_card_text(model_dir: Path, results=None, config=None, repo_id: Optional[str] = None) -> str:
@@ -99,7 +83,8 @@ def push_to_hub(model: str, repo_id: str, private: Optional[bool] = None, revisi
 
     if not repo_id or repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise ConfigError(f"--repo-id '{repo_id}': use the form user/name (or org/name).")
-    folder, results, config = _model_folder(model)
+    where = resolve_model(model, hub_ids=False)
+    folder, results, config = Path(where.path), where.results, where.run_config
     token = token or get_token()
     if not token:
         raise HubError(f"cannot push to '{repo_id}': no Hugging Face token. Set HF_TOKEN or run `hf auth login` "

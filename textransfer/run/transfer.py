@@ -36,18 +36,18 @@ import datasets
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
-from .card import write_card
-from .checkpointing import StageCheckpoints, load_stage_model, prepare_checkpoint_root, record_stage, stage_done
-from .config import RunConfig, TrainingConfig
-from .data import TaskData, load_task
-from .errors import OutputDirError
-from .freezing import freeze
-from .modeling import head_parameter_names, load_model_config, load_tokenizer, save_model_atomically
-from .report import (plot_confusion_matrix, plot_learning_curves, plot_transfer_gain, results_table, write_json,
-                     atomic_write_text)
-from .significance import paired_bootstrap
-from .tokenization import check_max_length, tokenize_splits
-from .trainer import StageTrainer, make_accelerator
+from ..publish.card import write_card
+from ..training.checkpointing import StageCheckpoints, load_stage_model, prepare_checkpoint_root, record_stage, stage_done
+from ..config import RunConfig, TrainingConfig
+from ..data.loading import TaskData, load_task
+from ..errors import OutputDirError
+from ..modeling.freezing import freeze
+from ..modeling.loading import head_parameter_names, load_model_config, load_tokenizer, save_model_atomically
+from ..publish.report import plot_confusion_matrix, plot_learning_curves, plot_transfer_gain, results_table
+from ..files import atomic_write_text, write_json
+from ..metrics.significance import paired_bootstrap
+from ..data.tokenization import check_max_length, tokenize_splits
+from ..training.trainer import StageTrainer, make_accelerator
 
 logger = logging.getLogger(__name__)
 
@@ -66,73 +66,6 @@ def check_output_dir(output_dir: Optional[str], overwrite: bool) -> Optional[Pat
             f"(`overwrite_output_dir: true`) to replace its results."
         )
     return path
-
-
-def _freeze(model, args: TrainingConfig):
-    return freeze(
-        model,
-        embeddings=args.freeze_embeddings,
-        layers=args.freeze_layers,
-        patterns=args.freeze_patterns,
-        word_embeddings=not args.train_word_embeddings,
-    )
-
-
-def _train_stage(name, model, tokenizer, data, tokenized, args: TrainingConfig, cfg: RunConfig, accelerator,
-                 checkpoint_root: Optional[Path], trainer_factory=None, aux_ds=None, train_ds=None):
-    # trainer_factory / aux_ds / train_ds: a strategy's trainer subclass, its second dataset,
-    # or a replacement training set (see textransfer/strategies)
-    from .strategies.base import unwrap
-
-    # A stage that a killed run finished is not trained again (checkpointing.py)
-    done = stage_done(checkpoint_root, name) if checkpoint_root is not None and cfg.resume else None
-    if done is not None:
-        if accelerator.is_main_process:
-            tqdm.write(f"[{name}] finished in an earlier run; its results and model are reused (--resume)")
-        return load_stage_model(checkpoint_root, name), done["summary"], done["test"]
-    report = _freeze(model, args)
-    if accelerator.is_main_process:
-        tqdm.write(f"[{name}] {data.name}: {report.trainable:,} / {report.total:,} parameters trainable "
-                   f"({100 * report.trainable / report.total:.1f}%), "
-                   f"{_train_rows(tokenized['train'])} training examples")
-    trainer = (trainer_factory or StageTrainer)(
-        model, tokenizer, args, accelerator, cfg.metrics, seed=cfg.seed,
-        head_parameters=head_parameter_names(model),
-        checkpoint_dir=checkpoint_root / name if checkpoint_root else None,
-        desc=name, resume=cfg.resume,
-    )
-    train_ds = tokenized["train"] if train_ds is None else train_ds
-    result = trainer.train(train_ds, tokenized["validation"], **({"aux_ds": aux_ds} if aux_ds is not None else {}))
-    test = trainer.evaluate(tokenized["test"])
-    summary = {
-        "task": data.name,
-        "metrics": test["metrics"],
-        "history": result.history,
-        "best_epoch": result.best_epoch,
-        "stopped_early": result.stopped_early,
-        "optimizer_steps": result.optimizer_steps,
-        "train_time_s": round(result.train_time_s, 3),
-        "train_time_per_epoch_s": round(result.train_time_s / max(len(result.history), 1), 4),
-        "train_samples_per_s": round(result.train_samples_per_s, 2),
-        "parameters": report.as_dict(),
-    }
-    if checkpoint_root is not None:
-        # every stage's model is kept: a later stage, a strategy (e.g. a source-only baseline
-        # tested on the target) or the outputs may need it after a resume
-        record_stage(checkpoint_root, name, {"summary": summary, "test": test}, model=unwrap(trainer.model),
-                     tokenizer=tokenizer, accelerator=accelerator)
-        if not args.save_checkpoints:  # the stage's step checkpoints are of no use once it is recorded
-            StageCheckpoints(checkpoint_root / name, accelerator).clear()
-    return trainer.model, summary, test
-
-
-def _train_rows(ds) -> str:
-    return "streamed" if isinstance(ds, datasets.IterableDataset) else f"{len(ds):,}"
-
-
-def _seeded(seed: int, fn, *args, **kwargs):
-    set_seed(seed)
-    return fn(*args, **kwargs)
 
 
 def prepare(cfg: RunConfig):
@@ -181,10 +114,10 @@ def run_transfer(cfg: RunConfig, output_dir: Optional[str] = None, overwrite: Op
     # resuming writes into the run's own (non-empty) folder; prepare_checkpoint_root checks it is one
     out = check_output_dir(cfg.output_dir, cfg.overwrite_output_dir or cfg.resume)
     if cfg.push_to_hub:  # fail before training, not after it, when the push cannot happen
-        from .hub import check_push
+        from ..publish.hub import check_push
 
         check_push(cfg.hub_repo_id, out)
-    from .strategies import RunContext, get_strategy, train_baseline
+    from ..strategies import RunContext, get_strategy, train_baseline
 
     strategy = get_strategy(cfg.strategy)
 
@@ -261,7 +194,7 @@ def run_transfer(cfg: RunConfig, output_dir: Optional[str] = None, overwrite: Op
         # after the barrier: a failed push raises on the main process alone, and the other
         # processes, past every collective call, exit instead of waiting for it
         if cfg.push_to_hub and accelerator.is_main_process:
-            from .hub import push_run
+            from ..publish.hub import push_run
 
             push_run(out, cfg.hub_repo_id, private=cfg.hub_private, revision=cfg.hub_revision)
     return results

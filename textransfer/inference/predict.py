@@ -36,7 +36,8 @@ import pyarrow as pa
 import torch
 from tqdm.auto import tqdm
 
-from .errors import ConfigError, DataError, OutputDirError
+from ..errors import ConfigError, DataError, OutputDirError
+from ..files import resolve_model
 
 FORMATS = ("csv", "tsv", "jsonl", "parquet")
 _EXT = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
@@ -44,32 +45,6 @@ EMPTY_TEXT = "empty text"
 
 
 # ---------------------------------------------------------------------------- the model
-def resolve_model(model: str) -> Tuple[str, Optional[dict]]:
-    """``model`` as something ``from_pretrained`` takes, plus the run's config when it is a run.
-
-    A run directory (``results.json`` and ``model/``) gives ``RUN/model``; a folder with a
-    ``config.json`` is a saved model; anything else is taken as a Hub id.
-    """
-    path = Path(model)
-    if (path / "model" / "config.json").is_file():
-        run_config = None
-        if (path / "config.yaml").is_file():
-            import yaml
-
-            run_config = yaml.safe_load((path / "config.yaml").read_text())
-        return str(path / "model"), run_config
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise ConfigError(
-                f"model '{model}': the folder has neither config.json (a saved model) nor model/config.json "
-                f"(a run directory). Pass a run directory, a saved model folder or a Hub id."
-            )
-        return str(path), None
-    if path.suffix in (".json", ".yaml", ".bin", ".safetensors") or model.startswith((".", "/", "~")):
-        raise ConfigError(f"model '{model}': no such folder. Pass a run directory, a saved model folder or a Hub id.")
-    return model, None
-
-
 @dataclass
 class Predictor:
     """A sequence-classification model and its tokenizer, ready to label texts fast.
@@ -103,9 +78,10 @@ class Predictor:
         """
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from .modeling import quiet_transformers
+        from ..modeling.loading import quiet_transformers
 
-        path, run_config = resolve_model(model)
+        where = resolve_model(model)
+        path, run_config = where.path, where.run_config
         try:
             with quiet_transformers():
                 tok = AutoTokenizer.from_pretrained(path, revision=revision, use_fast=True)

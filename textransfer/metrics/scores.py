@@ -18,7 +18,7 @@ import datasets
 import evaluate
 import numpy as np
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 logger = logging.getLogger(__name__)
 

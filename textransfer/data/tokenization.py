@@ -19,7 +19,7 @@ from datasets import Dataset, DatasetDict, IterableDataset
 from datasets.fingerprint import Hasher
 from transformers import PreTrainedTokenizerBase
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 logger = logging.getLogger(__name__)
 

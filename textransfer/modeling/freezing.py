@@ -26,7 +26,7 @@ from typing import List, Optional, Sequence
 import torch
 from transformers import PreTrainedModel
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 
 @dataclass

@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Optional
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .report import atomic_write_text
+from ..files import atomic_write_text
 
 BEGIN = "<!-- textransfer:begin (generated; edits between these markers are replaced on the next run) -->"
 END = "<!-- textransfer:end -->"

@@ -32,13 +32,13 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from .batching import eval_dataloader, sort_by_length, train_dataloader
+from ..data.batching import eval_dataloader, sort_by_length, train_dataloader
 from .checkpointing import StageCheckpoints, StopOnInterrupt, capture_rng, restore_rng
-from .config import TrainingConfig
+from ..config import TrainingConfig
 from .distributed import cpu_world
-from .errors import ConfigError
-from .metrics import compute_metrics
-from .streaming import is_stream, stream_dataloader
+from ..errors import ConfigError
+from ..metrics.scores import compute_metrics
+from ..data.streaming import is_stream, stream_dataloader
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ class StageTrainer:
         head_lr = self.args.head_learning_rate or self.args.learning_rate
         depths = None
         if self.args.layerwise_lr_decay is not None:
-            from .layerwise import parameter_depths
+            from ..modeling.layerwise import parameter_depths
 
             depths = parameter_depths(self.model)
         groups: Dict[tuple, List[torch.nn.Parameter]] = {}
@@ -234,7 +234,7 @@ class StageTrainer:
             model, optimizer, loader = acc.prepare(self.model, optimizer, loader)
         unfreezing = None
         if args.gradual_unfreezing:
-            from .layerwise import GradualUnfreezing
+            from ..modeling.layerwise import GradualUnfreezing
 
             unfreezing = GradualUnfreezing(self.model, args.unfreeze_every_steps)
         acc.register_for_checkpointing(scheduler)

@@ -1,0 +1,137 @@
+"""A whole run's configuration: the sections above plus the run's own options.
+
+```python
+from textransfer import RunConfig
+cfg = RunConfig.from_yaml("recipes/news_to_sentiment.yaml",
+                          overrides=["target.k_per_class=16", "target_training.num_epochs=3"])
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import yaml
+
+from ..errors import ConfigError
+from .model import ModelConfig
+from .paths import relative_to, resolve_task_paths
+from .schema import apply_overrides, build, option
+from .strategies import StrategyConfig, strategy_config
+from .task import TaskConfig
+from .training import TrainingConfig
+
+DEFAULT_METRICS = ("accuracy", "f1", "precision", "recall")
+
+
+@dataclass
+class RunConfig:
+    """A whole transfer run: source stage, target stage, and the no-transfer baseline.
+
+    Args:
+        model (`ModelConfig`): the pretrained encoder.
+        source (`TaskConfig`): the labelled source task.
+        target (`TaskConfig`): the target task.
+        source_training / target_training (`TrainingConfig`): each stage's training; the
+            baseline uses ``target_training`` so that both sides get the same budget.
+        baseline (`bool`): also train the no-transfer baseline (needed for gain and the
+            negative-transfer flag).
+        metrics (`list[str]`): metrics computed on validation and test.
+        seed (`int`): seed of model init, shuffling and dropout.
+        mixed_precision (`str`): ``"no"``, ``"fp16"`` or ``"bf16"`` (Accelerate).
+        output_dir (`str`, *optional*): where results and the model go.
+        overwrite_output_dir (`bool`): allow writing into a non-empty output directory.
+        cache_dir (`str`, *optional*): datasets cache (tokenization results are reused from it).
+        strategy (`StrategyConfig`): how the transfer arm is trained, e.g.
+            ``{name: l2sp, alpha: 0.01}``; each strategy's options are its config dataclass's
+            fields (``textransfer/strategies``). Defaults to ``finetune``.
+        resume (`bool`): continue the run in ``output_dir`` from its last complete checkpoint
+            (``textransfer run ... --resume``); finished stages are not trained again.
+        push_to_hub (`bool`): push the target model, tokenizer and card to ``hub_repo_id`` at the
+            end (main process only); ``hub_private`` / ``hub_revision`` as in ``textransfer push``.
+    """
+
+    model: ModelConfig = option(default_factory=ModelConfig, help="The pretrained encoder.")
+    source: Optional[TaskConfig] = option(None, help="The labelled source task (omit for target-only strategies).")
+    target: Optional[TaskConfig] = option(None, help="The target task.")
+    source_training: TrainingConfig = option(default_factory=TrainingConfig, help="Training of the source stage.")
+    target_training: TrainingConfig = option(default_factory=TrainingConfig, help="Training of the target stage and of the baseline.")
+    baseline: bool = option(True, help="Train the no-transfer baseline.")
+    metrics: List[str] = option(default_factory=lambda: list(DEFAULT_METRICS), help="Metrics to compute.")
+    seed: int = option(42, help="Seed of init, shuffling and dropout.")
+    mixed_precision: str = option("no", help="no, fp16 or bf16.")
+    output_dir: Optional[str] = option(None, help="Where results and the model go.")
+    overwrite_output_dir: bool = option(False, help="Allow writing into a non-empty output directory.")
+    cache_dir: Optional[str] = option(None, help="datasets cache directory.")
+    noise_resamples: int = option(1000, help="Paired bootstrap resamples for the negative-transfer test.")
+    strategy: Any = option(None, help="Transfer strategy and its options, e.g. {name: l2sp, alpha: 0.01}.")
+    resume: bool = option(False, help="Continue the run in output_dir from its last complete checkpoint.")
+    push_to_hub: bool = option(False, help="Push the target model and its card to the Hub at the end of the run.")
+    hub_repo_id: Optional[str] = option(None, help="Hub repo to push to (user/name).")
+    hub_private: bool = option(False, help="Create the Hub repo private.")
+    hub_revision: Optional[str] = option(None, help="Hub branch to push to (default: main).")
+
+    def __post_init__(self):
+        if self.target is None:
+            raise ConfigError("the config has no `target` task; add a `target:` section.")
+        self.strategy = strategy_config(self.strategy)
+        if self.push_to_hub and not self.hub_repo_id:
+            raise ConfigError("`push_to_hub: true` needs `hub_repo_id` (user/name) to push to.")
+        if self.mixed_precision not in ("no", "fp16", "bf16"):
+            raise ConfigError(f"`mixed_precision` must be no, fp16 or bf16, got '{self.mixed_precision}'.")
+        if not self.metrics:
+            raise ConfigError("`metrics` is empty; the default is accuracy, f1, precision, recall.")
+        if self.target.streaming:
+            raise ConfigError("`target.streaming` is not supported: streaming is for a large source task; the "
+                              "target, its baseline and strategies need the target split as a table.")
+        if self.source is not None and self.source.streaming and self.source_training.max_steps is None:
+            raise ConfigError("`source.streaming: true` needs `source_training.max_steps`: a stream has no length, "
+                              "so the budget is optimiser steps, not epochs. Set e.g. source_training.max_steps=1000.")
+        for stage in ("source_training", "target_training"):
+            metric = getattr(self, stage).metric_for_best_model
+            if metric not in self.metrics:
+                raise ConfigError(
+                    f"`{stage}.metric_for_best_model: {metric}` is not among `metrics` {self.metrics}; add it there."
+                )
+
+    # ------------------------------------------------------------------ I/O
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any], base_dir: Optional[Path] = None) -> "RunConfig":
+        cfg = build(cls, data, prefix="")
+        if base_dir is not None:
+            for task in (cfg.source, cfg.target):
+                if task is not None:
+                    resolve_task_paths(task, base_dir)
+            # a strategy's own files (dann/mmd/coral's unlabelled text) resolve the same way
+            if getattr(cfg.strategy, "unlabelled_files", None):
+                resolve = relative_to(base_dir)
+                cfg.strategy.unlabelled_files = [resolve(f) for f in cfg.strategy.unlabelled_files]
+        return cfg
+
+    @classmethod
+    def from_yaml(cls, path, overrides: Optional[List[str]] = None) -> "RunConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of options.")
+        data = apply_overrides(data, overrides or [])
+        try:
+            return cls.from_dict(data, base_dir=path.parent)
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from None
+
+

@@ -1,0 +1,223 @@
+"""Strategy options: the config dataclass of every built-in strategy, and the registry of
+strategy names to config classes.
+
+This module is a leaf that imports no torch, so ``RunConfig`` checks a strategy's name and
+options (did-you-mean included) before any model code loads. Implementations live in
+``textransfer/strategies/<name>.py`` and register themselves with
+``textransfer.strategies.register_strategy(name, ConfigClass)``, which also records the config
+class here; the built-in configs are registered below so that a config can be checked without
+importing any implementation (peft keeps its registry maps in a leaf module the same way).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Type
+
+from ..errors import ConfigError
+from .schema import build, option
+
+FEATURE_HEADS = ("linear", "logistic", "mlp")
+
+_CONFIGS: Dict[str, Type["StrategyConfig"]] = {}
+
+
+@dataclass
+class StrategyConfig:
+    """Options every strategy has.
+
+    Args:
+        name (`str`): the registered strategy name (``textransfer.available_strategies()``).
+    """
+
+    name: str = option("finetune", help="Strategy: finetune, scratch, features, l2sp, joint, dann, mmd, coral.")
+
+
+def register_strategy_config(name: str, config_class: Type[StrategyConfig]) -> None:
+    """Record ``config_class`` as the options of strategy ``name``."""
+    if not name.isidentifier():
+        raise ValueError(f"strategy name {name!r} must be an identifier")
+    if not (dataclasses.is_dataclass(config_class) and issubclass(config_class, StrategyConfig)):
+        raise TypeError(f"{config_class!r} must be a dataclass subclassing StrategyConfig")
+    if _CONFIGS.get(name, config_class) is not config_class:
+        raise ValueError(f"a strategy named {name!r} is already registered with {_CONFIGS[name].__name__}")
+    _CONFIGS[name] = config_class
+
+
+def strategy_names() -> List[str]:
+    """The names of every registered strategy."""
+    return sorted(_CONFIGS)
+
+
+def config_class_of(name: str) -> Type[StrategyConfig]:
+    """The config class of strategy ``name``; an unknown name is a ConfigError with a did-you-mean."""
+    if name not in _CONFIGS:
+        close = difflib.get_close_matches(str(name), list(_CONFIGS), n=1)
+        hint = f" Did you mean `{close[0]}`?" if close else ""
+        raise ConfigError(f"unknown strategy `{name}`.{hint} Available: {', '.join(strategy_names())}.")
+    return _CONFIGS[name]
+
+
+def strategy_config(data: Any, prefix: str = "strategy.") -> StrategyConfig:
+    """Build (and type-check) the config dataclass of the strategy named in ``data``.
+
+    ``data`` is a mapping such as ``{"name": "l2sp", "alpha": 0.01}``, a bare name, ``None``
+    (the default, ``finetune``), or already a `StrategyConfig`.
+    """
+    if isinstance(data, StrategyConfig):
+        return data
+    if data is None:
+        data = {}
+    if isinstance(data, str):
+        data = {"name": data}
+    if not isinstance(data, dict):
+        raise ConfigError(f"`strategy` must be a mapping such as {{name: l2sp, alpha: 0.01}}, got {data!r}.")
+    return build(config_class_of(data.get("name", "finetune")), data, prefix=prefix)
+
+
+@dataclass
+class FinetuneConfig(StrategyConfig):
+    """``finetune`` has no options of its own (the stages' ``*_training`` sections set it up)."""
+
+
+@dataclass
+class ScratchConfig(StrategyConfig):
+    """``scratch`` has no options of its own; it trains with ``target_training``."""
+
+
+@dataclass
+class FeaturesConfig(StrategyConfig):
+    """Args:
+        head (`str`): ``linear``, ``logistic`` or ``mlp``.
+        encoder (`str`): ``source`` (fine-tune on the source first, then freeze) or
+            ``pretrained`` (freeze the pretrained encoder).
+        head_learning_rate (`float`): AdamW rate of the linear / mlp head.
+        mlp_hidden (`int`): hidden units of the mlp head.
+        l2 (`float`): L2 penalty of the logistic head.
+    """
+
+    head: str = option("linear", help="features: head on the cached features: linear, logistic or mlp.")
+    encoder: str = option("source", help="features: 'source' (source-tuned) or 'pretrained' frozen encoder.")
+    head_learning_rate: float = option(1e-3, help="features: learning rate of the linear/mlp head.")
+    mlp_hidden: int = option(256, help="features: hidden units of the mlp head.")
+    l2: float = option(1e-3, help="features: L2 penalty of the logistic head.")
+
+    def __post_init__(self):
+        if self.head not in FEATURE_HEADS:
+            raise ConfigError(f"`strategy.head` must be one of {', '.join(FEATURE_HEADS)}, got '{self.head}'.")
+        if self.encoder not in ("source", "pretrained"):
+            raise ConfigError(f"`strategy.encoder` must be 'source' or 'pretrained', got '{self.encoder}'.")
+        if self.head_learning_rate <= 0 or self.mlp_hidden < 1 or self.l2 < 0:
+            raise ConfigError("`strategy.head_learning_rate` must be > 0, `mlp_hidden` >= 1 and `l2` >= 0.")
+
+
+@dataclass
+class L2SPConfig(StrategyConfig):
+    """Args:
+        alpha (`float`): weight of ``||w_encoder - w_source||^2 / 2``.
+        beta (`float`): weight of ``||w_head||^2 / 2``.
+    """
+
+    alpha: float = option(0.01, help="l2sp: weight of ||w - w_source||^2 / 2 on the encoder.")
+    beta: float = option(0.01, help="l2sp: weight of ||w_head||^2 / 2 on the new head.")
+
+    def __post_init__(self):
+        for name in ("alpha", "beta"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"`strategy.{name}` must be >= 0, got {getattr(self, name)}.")
+
+
+@dataclass
+class JointConfig(StrategyConfig):
+    """Args:
+        alpha (`float`): weight of the source loss; the target loss gets ``1 - alpha``.
+    """
+
+    alpha: float = option(0.5, help="joint: loss = alpha * L_source + (1 - alpha) * L_target.")
+
+    def __post_init__(self):
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ConfigError(f"`strategy.alpha` must be in [0, 1], got {self.alpha}.")
+
+
+@dataclass
+class AdaptationConfig(StrategyConfig):
+    """Options of every domain-adaptation strategy.
+
+    Args:
+        target_labels (`bool`): fine-tune on the target labels after adapting; ``false`` is
+            unsupervised adaptation (the adapted source model is tested on the target).
+        unlabelled_files (`list[str]`): files of unlabelled target text; empty means the target
+            train split with its labels ignored.
+        unlabelled_text_column (`str`): the text column of ``unlabelled_files``.
+        max_unlabelled (`int`, *optional*): cap on unlabelled examples (seeded sample).
+    """
+
+    target_labels: bool = option(True, help="DA: also fine-tune on target labels (false: unsupervised DA).")
+    unlabelled_files: List[str] = option(default_factory=list, help="DA: files of unlabelled target text (default: target train, labels ignored).")
+    unlabelled_text_column: str = option("text", help="DA: text column of unlabelled_files.")
+    max_unlabelled: Optional[int] = option(None, help="DA: cap on unlabelled target examples.")
+
+
+@dataclass
+class DANNConfig(AdaptationConfig):
+    """Args:
+        lambda_max (`float`): the reversal weight reached at the end of training.
+        gamma (`float`): steepness of the schedule.
+        domain_hidden (`int`): hidden units of the domain classifier.
+        domain_dropout (`float`): dropout inside the domain classifier.
+    """
+
+    lambda_max: float = option(1.0, help="dann: final gradient-reversal weight.")
+    gamma: float = option(10.0, help="dann: steepness of lambda_p = 2/(1+exp(-gamma p)) - 1.")
+    domain_hidden: int = option(256, help="dann: hidden units of the domain classifier.")
+    domain_dropout: float = option(0.1, help="dann: dropout inside the domain classifier.")
+
+    def __post_init__(self):
+        if not 0.0 <= self.domain_dropout < 1.0:
+            raise ConfigError(f"`strategy.domain_dropout` must be in [0, 1); got {self.domain_dropout}.")
+        if self.lambda_max < 0 or self.gamma <= 0 or self.domain_hidden < 1:
+            raise ConfigError("`strategy.lambda_max` must be >= 0, `strategy.gamma` > 0 and "
+                              f"`strategy.domain_hidden` >= 1; got {self.lambda_max}, {self.gamma}, {self.domain_hidden}.")
+
+
+@dataclass
+class MMDConfig(AdaptationConfig):
+    """Args:
+        weight (`float`): weight of the MMD term.
+        kernel_multipliers (`list[float]`): Gaussian bandwidths, as multiples of the mean
+            squared pairwise distance.
+    """
+
+    weight: float = option(1.0, help="mmd/coral: weight of the alignment loss.")
+    kernel_multipliers: List[float] = option(default_factory=lambda: [0.25, 0.5, 1.0, 2.0, 4.0],
+                                            help="mmd: Gaussian bandwidths (x mean squared distance).")
+
+    def __post_init__(self):
+        if self.weight < 0:
+            raise ConfigError(f"`strategy.weight` must be >= 0, got {self.weight}.")
+        if not self.kernel_multipliers or any(float(m) <= 0 for m in self.kernel_multipliers):
+            raise ConfigError(f"`strategy.kernel_multipliers` must be positive numbers, got {self.kernel_multipliers}.")
+        self.kernel_multipliers = [float(m) for m in self.kernel_multipliers]
+
+
+@dataclass
+class CORALConfig(AdaptationConfig):
+    """Args:
+        weight (`float`): weight of the CORAL term.
+    """
+
+    weight: float = option(1.0, help="mmd/coral: weight of the alignment loss.")
+
+    def __post_init__(self):
+        if self.weight < 0:
+            raise ConfigError(f"`strategy.weight` must be >= 0, got {self.weight}.")
+
+
+BUILTIN_CONFIGS = {"finetune": FinetuneConfig, "scratch": ScratchConfig, "features": FeaturesConfig,
+                   "l2sp": L2SPConfig, "joint": JointConfig, "dann": DANNConfig, "mmd": MMDConfig,
+                   "coral": CORALConfig}
+for _name, _cls in BUILTIN_CONFIGS.items():
+    register_strategy_config(_name, _cls)

@@ -1,0 +1,93 @@
+"""How one stage is trained (``source_training:`` and ``target_training:`` sections)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional
+
+from ..errors import ConfigError
+from .schema import option
+
+
+@dataclass
+class TrainingConfig:
+    """How one stage (source or target) is trained.
+
+    Args:
+        num_epochs (`int`): passes over the training split.
+        max_steps (`int`, *optional*): optimiser-step budget; overrides ``num_epochs`` when set.
+        batch_size (`int`): examples per device per forward pass.
+        eval_batch_size (`int`): examples per device when evaluating.
+        gradient_accumulation_steps (`int`): forward passes per optimiser step.
+        learning_rate / weight_decay / warmup_ratio / lr_scheduler / max_grad_norm: optimiser.
+        group_by_length (`bool`): batch examples of similar length together (less padding).
+        eval_every_epoch (`bool`): evaluate on validation after each epoch.
+        metric_for_best_model (`str`): validation metric used for early stopping and best weights.
+        early_stopping_patience (`int`, *optional*): stop after this many evaluations without
+            improvement.
+        load_best_model_at_end (`bool`): restore the best validation weights after training.
+        freeze_embeddings (`bool`): freeze the embedding layer.
+        freeze_layers (`int`): freeze the bottom k encoder layers.
+        freeze_patterns (`list[str]`): freeze parameters whose name matches any regex.
+        train_word_embeddings (`bool`): when False, the word-embedding matrix stays fixed
+            (position/type embeddings and LayerNorm still train). Saves the optimiser about
+            half its work on MiniLM and keeps unseen words' vectors aligned with seen ones.
+        save_checkpoints (`bool`): write an Accelerate checkpoint after each epoch.
+        gradual_unfreezing (`bool`): train the head first and unfreeze one more depth (encoder
+            block, then the embeddings) each epoch or every ``unfreeze_every_steps`` steps.
+        unfreeze_every_steps (`int`, *optional*): unfreezing phase length in optimiser steps.
+        layerwise_lr_decay (`float`, *optional*): LLRD: depth ``d`` from the top trains at
+            ``learning_rate * layerwise_lr_decay ** d`` (see ``layerwise.py``).
+        save_steps (`int`, *optional*): also write one every this many optimiser steps, so
+            ``--resume`` loses at most that many steps after a kill (``checkpointing.py``).
+    """
+
+    num_epochs: int = option(3, help="Passes over the training split.")
+    max_steps: Optional[int] = option(None, help="Optimiser-step budget (overrides num_epochs).")
+    batch_size: int = option(32, help="Examples per device per forward pass.")
+    eval_batch_size: int = option(128, help="Examples per device when evaluating.")
+    gradient_accumulation_steps: int = option(1, help="Forward passes per optimiser step.")
+    learning_rate: float = option(5e-5, help="Peak learning rate.")
+    head_learning_rate: Optional[float] = option(None, help="Learning rate of the new head (defaults to learning_rate).")
+    weight_decay: float = option(0.01, help="AdamW weight decay (not on biases and LayerNorm).")
+    warmup_ratio: float = option(0.1, help="Share of steps spent warming up.")
+    lr_scheduler: str = option("linear", help="transformers scheduler name (linear, cosine, constant_with_warmup, ...).")
+    max_grad_norm: Optional[float] = option(1.0, help="Gradient clipping norm (null: off).")
+    group_by_length: bool = option(True, help="Batch examples of similar length together.")
+    eval_every_epoch: bool = option(True, help="Evaluate on validation after each epoch.")
+    metric_for_best_model: str = option("accuracy", help="Validation metric for early stopping and best weights.")
+    early_stopping_patience: Optional[int] = option(None, help="Evaluations without improvement before stopping.")
+    load_best_model_at_end: bool = option(True, help="Restore the best validation weights after training.")
+    freeze_embeddings: bool = option(False, help="Freeze the embedding layer.")
+    freeze_layers: int = option(0, help="Freeze the bottom k encoder layers.")
+    freeze_patterns: List[str] = option(default_factory=list, help="Freeze parameters whose name matches a regex.")
+    train_word_embeddings: bool = option(True, help="Train the word-embedding matrix.")
+    save_checkpoints: bool = option(False, help="Write an Accelerate checkpoint after each epoch.")
+    gradual_unfreezing: bool = option(False, help="Head first, then one more layer each epoch (or unfreeze_every_steps).")
+    unfreeze_every_steps: Optional[int] = option(None, help="Unfreeze one more layer every N optimiser steps.")
+    layerwise_lr_decay: Optional[float] = option(None, help="LLRD: lr * decay**depth from the top (head at full lr).")
+    save_steps: Optional[int] = option(None, help="Also checkpoint every N optimiser steps (for --resume).")
+
+    def __post_init__(self):
+        positive = ("num_epochs", "batch_size", "eval_batch_size", "gradient_accumulation_steps")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
+        if self.save_steps is not None and self.save_steps < 1:
+            raise ConfigError(f"`save_steps` must be >= 1 (or null: off), got {self.save_steps}.")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"`max_steps` must be >= 1, got {self.max_steps}.")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"`learning_rate` must be > 0, got {self.learning_rate}.")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ConfigError(f"`warmup_ratio` must be in [0, 1), got {self.warmup_ratio}.")
+        if self.freeze_layers < 0:
+            raise ConfigError(f"`freeze_layers` must be >= 0, got {self.freeze_layers}.")
+        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
+            raise ConfigError(f"`early_stopping_patience` must be >= 1, got {self.early_stopping_patience}.")
+        if self.unfreeze_every_steps is not None and self.unfreeze_every_steps < 1:
+            raise ConfigError(f"`unfreeze_every_steps` must be >= 1, got {self.unfreeze_every_steps}.")
+        if self.layerwise_lr_decay is not None and not 0.0 < self.layerwise_lr_decay <= 1.0:
+            raise ConfigError(f"`layerwise_lr_decay` must be in (0, 1], got {self.layerwise_lr_decay}.")
+
+
