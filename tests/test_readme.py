@@ -43,3 +43,12 @@ def test_library_parts_example_runs(monkeypatch, tmp_path):
     exec(compile(parts, "README.md", "exec"), scope)
     assert scope["target_model"].config.id2label == {0: "negative", 1: "positive"}
     assert scope["report"].trainable < scope["report"].total
+
+
+def test_config_reference_is_the_generated_one():
+    """The README's table is exactly what the dataclasses' help generates (one source of help)."""
+    from textransfer.config.reference import README_BEGIN, README_END, options_markdown
+
+    start, end = README.index(README_BEGIN), README.index(README_END) + len(README_END)
+    assert README[start:end] == options_markdown(), \
+        "README's config reference is stale: paste `python -m textransfer.config.reference` over it"

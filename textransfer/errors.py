@@ -11,7 +11,17 @@ class TextransferError(Exception):
 
 
 class ConfigError(TextransferError, ValueError):
-    """An option has a bad value, or options contradict each other."""
+    """An option has a bad value, or options contradict each other.
+
+    Args:
+        message (`str`): what is wrong and the fix.
+        option (`str`, *optional*): the dotted option it is about (``target_training.num_epochs``), so
+            that an error from a command-line override can name the command line, not the file.
+    """
+
+    def __init__(self, message: str, option: str = None):
+        super().__init__(message)
+        self.option = option
 
 
 class DataError(TextransferError, ValueError):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, ClassVar, Dict, List, Optional, Tuple
 
 import yaml
 
@@ -53,6 +53,14 @@ class RunConfig:
         push_to_hub (`bool`): push the target model, tokenizer and card to ``hub_repo_id`` at the
             end (main process only); ``hub_private`` / ``hub_revision`` as in ``textransfer push``.
     """
+
+    # training options given at the top level, as in a transformers Trainer script -> ours
+    ALIASES: ClassVar[Dict[str, Tuple[str, str]]] = {
+        name: (f"`target_training.{ours}` (or `source_training.{ours}`)", "an option of each training section")
+        for name, ours in {**{k: v[0] for k, v in TrainingConfig.ALIASES.items() if "`" not in v[0]},
+                           "learning_rate": "learning_rate", "num_epochs": "num_epochs",
+                           "batch_size": "batch_size", "weight_decay": "weight_decay",
+                           "warmup_ratio": "warmup_ratio", "max_steps": "max_steps"}.items()}
 
     model: ModelConfig = option(default_factory=ModelConfig, help="The pretrained encoder.")
     source: Optional[TaskConfig] = option(None, help="The labelled source task (omit for target-only strategies).")
@@ -132,6 +140,21 @@ class RunConfig:
         try:
             return cls.from_dict(data, base_dir=path.parent)
         except ConfigError as err:
-            raise ConfigError(f"{path}: {err}") from None
+            blamed = override_behind(err, overrides or [])
+            where = f"command-line override `{blamed}`" if blamed else str(path)
+            raise ConfigError(f"{where}: {err}", option=err.option) from None
 
 
+def override_behind(err: ConfigError, overrides: List[str]) -> Optional[str]:
+    """The command-line override an error is about (the last one setting its option), if any.
+
+    An error names its option (``err.option``), or, from a check across options, mentions it in
+    backticks; either way a typo on the command line is not blamed on the YAML file.
+    """
+    for item in reversed(overrides):
+        key = (item[2:] if item.startswith("--") else item).split("=", 1)[0]
+        if err.option is not None and (err.option == key or err.option.startswith(key + ".")):
+            return item
+        if err.option is None and f"`{key.split('.')[-1]}" in str(err) and key.split(".")[0] in str(err):
+            return item
+    return None

@@ -36,22 +36,37 @@ def build(cls, data: Dict[str, Any], prefix: str):
     kwargs = {}
     for key, value in data.items():
         if key not in names:
-            close = difflib.get_close_matches(key, names, n=1)
-            hint = f" Did you mean `{prefix}{close[0]}`?" if close else f" Known options: {', '.join(names)}."
-            raise ConfigError(f"unknown option `{prefix}{key}`.{hint}")
+            raise unknown_option(cls, key, names, prefix)
         tp = hints[key]
         inner = [a for a in typing.get_args(tp) if a is not type(None)]
         target_type = tp if _is_dataclass_type(tp) else (inner[0] if len(inner) == 1 else None)
         if _is_dataclass_type(target_type) and value is not None:
             kwargs[key] = build(target_type, value, prefix=f"{prefix}{key}.")
         else:
-            kwargs[key] = check_type(f"{prefix}{key}", tp, value)
+            try:
+                kwargs[key] = check_type(f"{prefix}{key}", tp, value)
+            except ConfigError as err:
+                raise ConfigError(str(err), option=f"{prefix}{key}") from None
     try:
         return cls(**kwargs)
     except ConfigError as err:
         if prefix:
-            raise ConfigError(f"in `{prefix.rstrip('.')}`: {err}") from None
+            raise ConfigError(f"in `{prefix.rstrip('.')}`: {err}", option=err.option) from None
         raise
+
+
+def unknown_option(cls, key: str, names: List[str], prefix: str) -> ConfigError:
+    """The error for an unknown key: the name it goes by here when it is a known alias (a
+    ``transformers.TrainingArguments`` name, say), else the closest option."""
+    aliases = getattr(cls, "ALIASES", {})
+    if key in aliases:
+        ours, where = aliases[key]
+        shown = ours if ours.startswith("`") else f"`{prefix}{ours}`"
+        hint = f" `{key}` is {where}; here it is {shown}."
+    else:
+        close = difflib.get_close_matches(key, names, n=1)
+        hint = f" Did you mean `{prefix}{close[0]}`?" if close else f" Known options: {', '.join(names)}."
+    return ConfigError(f"unknown option `{prefix}{key}`.{hint}", option=f"{prefix}{key}")
 
 
 def check_type(option: str, tp, value):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import ClassVar, Dict, List, Optional, Tuple
 
 from ..errors import ConfigError
 from .schema import option
@@ -41,6 +41,18 @@ class TrainingConfig:
         save_steps (`int`, *optional*): also write one every this many optimiser steps, so
             ``--resume`` loses at most that many steps after a kill (``checkpointing.py``).
     """
+
+    # transformers.TrainingArguments names people carry over from Trainer scripts -> ours
+    ALIASES: ClassVar[Dict[str, Tuple[str, str]]] = {
+        name: (ours, "a transformers TrainingArguments name") for name, ours in {
+            "num_train_epochs": "num_epochs", "per_device_train_batch_size": "batch_size",
+            "per_device_eval_batch_size": "eval_batch_size", "lr_scheduler_type": "lr_scheduler",
+            "warmup_steps": "warmup_ratio", "evaluation_strategy": "eval_every_epoch",
+            "eval_strategy": "eval_every_epoch", "save_strategy": "save_checkpoints",
+            "fp16": "`mixed_precision: fp16` (a top-level option)",
+            "bf16": "`mixed_precision: bf16` (a top-level option)",
+            "seed": "`seed` (a top-level option)", "output_dir": "`output_dir` (a top-level option) or --output-dir",
+        }.items()}
 
     num_epochs: int = option(3, help="Passes over the training split.")
     max_steps: Optional[int] = option(None, help="Optimiser-step budget (overrides num_epochs).")

@@ -149,16 +149,6 @@ def push_run(run_dir, repo_id: str, private: bool = False, revision: Optional[st
 
 
 # ---------------------------------------------------------------------------- command line
-def add_arguments(parser):
-    parser.add_argument("run_dir", help="run directory (or a saved model folder) to push")
-    parser.add_argument("--repo-id", required=True, help="user/name (or org/name) on the Hub")
-    parser.add_argument("--private", action="store_true", help="create the repo private")
-    parser.add_argument("--revision", help="branch to push to (created if missing; default: main)")
-    parser.add_argument("--commit-message", help="commit message")
-    parser.set_defaults(func=command)
-    return parser
-
-
 def command(args) -> int:
     url = push_to_hub(args.run_dir, args.repo_id, private=args.private or None, revision=args.revision,
                       commit_message=args.commit_message)

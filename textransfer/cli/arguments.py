@@ -1,0 +1,105 @@
+"""The ``textransfer`` command's arguments, for every subcommand.
+
+Kept apart from the commands' code so that parsing (``--help``, a typo, a config error)
+imports no torch, transformers, datasets, accelerate or evaluate: those load only once a
+command runs (``commands.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import List
+
+from .. import __version__
+from ..config.reference import options_text
+from ..errors import TextransferError
+
+DESCRIPTION = "textransfer: cross-domain text-classification transfer on the Hugging Face stack."
+PREDICT_FORMATS = ("csv", "tsv", "jsonl", "parquet")  # the formats `predict` streams (json is read as jsonl)
+DEFAULT_PREDICT_BATCH = 64  # rows per forward pass: fills a CPU's matrix units without large padding waste
+DEFAULT_CHUNK_ROWS = 4096  # rows read, tokenized and length-sorted together: bounds memory, keeps sorting useful
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``run``/``compare`` arguments: a recipe, the output folder, and ``section.option=value`` overrides."""
+    parser.add_argument("config", nargs="?", help="recipe YAML file (e.g. recipes/news_to_sentiment.yaml)")
+    parser.add_argument("--config", dest="config_opt", help="recipe YAML file (same as the positional argument)")
+    parser.add_argument("--output-dir", help="where results.json, config.yaml and model/ go")
+    parser.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --output-dir")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --output-dir from its last complete checkpoint (after a kill or Ctrl-C)")
+    parser.add_argument("--seed", type=int, help="seed of init, shuffling and dropout (same as seed=N)")
+    parser.add_argument("overrides", nargs="*", metavar="section.option=value",
+                        help="override any config field, e.g. target.k_per_class=16 target_training.num_epochs=2")
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = options_text()
+    return parser
+
+
+def add_push_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", help="run directory (or a saved model folder) to push")
+    parser.add_argument("--repo-id", required=True, help="user/name (or org/name) on the Hub")
+    parser.add_argument("--private", action="store_true", help="create the repo private")
+    parser.add_argument("--revision", help="branch to push to (created if missing; default: main)")
+    parser.add_argument("--commit-message", help="commit message")
+
+
+def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="run directory, saved model folder or Hub id")
+    parser.add_argument("--input", required=True, help="csv, tsv, jsonl or parquet file")
+    parser.add_argument("--text-column", default="text", help="column holding the text (default: text)")
+    parser.add_argument("--output", help="csv/tsv/jsonl/parquet file, by extension (default: csv on stdout)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    parser.add_argument("--all-scores", action="store_true", help="also write each label's probability")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_PREDICT_BATCH,
+                        help=f"rows per forward pass (default: {DEFAULT_PREDICT_BATCH})")
+    parser.add_argument("--max-length", type=int, help="tokens kept per text (default: as trained)")
+    parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_ROWS,
+                        help=f"rows read, tokenized and length-sorted together; bounds memory (default: {DEFAULT_CHUNK_ROWS})")
+    parser.add_argument("--input-format", choices=PREDICT_FORMATS, help="when the extension does not tell")
+    parser.add_argument("--revision", help="Hub revision of MODEL")
+
+
+def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="run directory, saved model folder or Hub id")
+    parser.add_argument("--data", required=True, help="recipe YAML (its target test split) or a labelled data file")
+    parser.add_argument("--text-column", default="text", help="text column of a data file (default: text)")
+    parser.add_argument("--label-column", default="label", help="label column of a data file (default: label)")
+    parser.add_argument("--output-dir", help="where evaluation.json, per_class.txt, confusion_matrix.png go "
+                                             "(default: MODEL/evaluation for a run directory, else ./evaluation)")
+    parser.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --output-dir")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_PREDICT_BATCH)
+    parser.add_argument("--max-length", type=int, help="tokens kept per text (default: as trained)")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="textransfer", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"textransfer {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_run_arguments(sub.add_parser("run", help="run a transfer recipe (source, target, baseline)"))
+    compare = add_run_arguments(sub.add_parser("compare", help="run several strategies on one split and seed"))
+    compare.add_argument("--strategies", required=True,
+                         help="comma-separated strategy names, e.g. finetune,features,l2sp,dann,mmd,coral")
+    add_push_arguments(sub.add_parser("push", help="push a run's model, tokenizer and card to the Hub"))
+    add_predict_arguments(sub.add_parser("predict", help="label every row of a csv/tsv/jsonl/parquet file"))
+    add_evaluate_arguments(sub.add_parser("evaluate", help="metrics, per-class report, confusion matrix"))
+    return parser
+
+
+def split_overrides(argv: List[str]) -> List[str]:
+    """Turn ``--section.option value`` / ``--section.option=value`` into ``section.option=value``."""
+    out, i = [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith("--") and "." in arg.split("=", 1)[0]:
+            if "=" in arg:
+                out.append(arg[2:])
+            elif i + 1 < len(argv):
+                out.append(f"{arg[2:]}={argv[i + 1]}")
+                i += 1
+            else:
+                raise TextransferError(f"option {arg} needs a value")
+        else:
+            out.append(arg)
+        i += 1
+    return out
