@@ -105,7 +105,7 @@ def run_unit(args, unit):
     from textransfer.strategies import RunContext
     from textransfer.strategies.base import unwrap
     from textransfer.data.tokenization import tokenize_splits
-    from textransfer.training.trainer import make_accelerator
+    from textransfer.training.accelerator import make_accelerator
     from textransfer.run.transfer import prepare
 
     if args.jobs > 1:  # each worker gets its share of the cores; more threads than cores only thrash
@@ -125,7 +125,7 @@ def run_unit(args, unit):
         found = {}
         for t, target_run in runs.items():
             test = target_run.evaluate(unwrap(trained), "target", "test")
-            found[f"{source}->{t}"] = {"source_only": test["metrics"]["accuracy"]}
+            found[f"{source}->{t}"] = {"source_only": test.metrics["accuracy"]}
     else:
         with tempfile.TemporaryDirectory(prefix="domain_shift_") as out:
             results = run_transfer(run_config(args, source, target, {"name": kind}), output_dir=out, overwrite=True)

@@ -60,7 +60,7 @@ def main(argv=None) -> int:
     from textransfer.modeling.loading import save_model
     from textransfer.strategies import RunContext
     from textransfer.data.tokenization import tokenize_splits
-    from textransfer.training.trainer import make_accelerator
+    from textransfer.training.accelerator import make_accelerator
     from textransfer.run.transfer import prepare
 
     if args.smoke:

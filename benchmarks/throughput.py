@@ -61,7 +61,8 @@ from textransfer.data.loading import load_task  # noqa: E402
 from textransfer.modeling.freezing import freeze  # noqa: E402
 from textransfer.modeling.loading import head_parameter_names, load_for_classification, load_tokenizer  # noqa: E402
 from textransfer.data.tokenization import tokenize_dataset  # noqa: E402
-from textransfer.training.trainer import StageTrainer, make_accelerator  # noqa: E402
+from textransfer.training.trainer import StageTrainer
+from textransfer.training.accelerator import make_accelerator  # noqa: E402
 
 CONFIGS = ("textransfer", "trainer_dynamic", "trainer_grouped", "textransfer_frozen_word_embeddings")
 # The first three are the comparison the issue asks for (the same work on both sides). The

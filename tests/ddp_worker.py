@@ -19,7 +19,7 @@ def main():
     out = Path(argv[argv.index("--output-dir") + 1]).resolve()
     stages, writes = [], []
 
-    import textransfer.training.trainer as trainer
+    import textransfer.training.loaders as trainer
 
     real_loader = trainer.train_dataloader
 

@@ -43,7 +43,7 @@ _EXPORTS = {
     "load_tokenizer": "modeling.loading", "save_model": "modeling.loading", "swap_head": "modeling.loading",
     "results_table": "publish.report",
     "tokenize_dataset": "data.tokenization", "tokenize_splits": "data.tokenization",
-    "StageTrainer": "training.trainer", "make_accelerator": "training.trainer",
+    "StageTrainer": "training.trainer", "make_accelerator": "training.accelerator",
     "run_transfer": "run.transfer",
     "Strategy": "strategies", "StrategyConfig": "config", "available_strategies": "strategies",
     "get_strategy": "strategies", "register_strategy": "strategies",
@@ -76,4 +76,5 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .publish.report import results_table
     from .run.transfer import run_transfer
     from .strategies import Strategy, available_strategies, get_strategy, register_strategy
-    from .training.trainer import StageTrainer, make_accelerator
+    from .training.accelerator import make_accelerator
+    from .training.trainer import StageTrainer

@@ -20,6 +20,30 @@ RUN_CONFIG_FILE = "config.yaml"
 MODEL_FOLDER = "model"
 
 
+def current_umask() -> int:
+    """The process's umask (reading it means setting it, so it is set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def follow_umask(path, directory: bool = False) -> None:
+    """Give ``path`` the mode a plain ``open``/``mkdir`` would have (0644 / 0755 under umask 022).
+
+    Why: ``tempfile`` makes its files 0600 and folders 0700 whatever the umask, and our
+    outputs are written through temp files; without this, another user or a container could
+    not read ``results.json`` or the model.
+    """
+    os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
+
+
+def make_temp_dir(parent: Path, prefix: str) -> Path:
+    """A temp folder inside ``parent`` (renamed into place later) with the umask's mode."""
+    tmp = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
+    follow_umask(tmp, directory=True)
+    return tmp
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write through a temp file and rename, so a reader never sees half a file."""
     path = Path(path)
@@ -30,6 +54,7 @@ def atomic_write_text(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        follow_umask(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

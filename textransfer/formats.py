@@ -20,7 +20,10 @@ class DataFormat:
         name (`str`): the name used in configs (``format: tsv``).
         builder (`str`): the ``datasets`` builder that reads it (``csv`` reads tsv too).
         extensions (`tuple[str]`): file extensions that imply it.
-        delimiter (`str`, *optional*): the csv delimiter it implies.
+        delimiter (`str`, *optional*): the delimiter of a delimited-text format (csv, tsv).
+        chunk_reader (`str`, *optional*): the format ``predict`` and ``evaluate`` read it as, a
+            chunk at a time with pyarrow (``json`` files are read as JSON lines); None if they
+            cannot read it.
     """
 
     name: str
@@ -28,18 +31,21 @@ class DataFormat:
     extensions: Tuple[str, ...]
     delimiter: Optional[str] = None
     builder_kwargs: Dict[str, str] = field(default_factory=dict)
+    chunk_reader: Optional[str] = None
 
 
 FORMATS: Dict[str, DataFormat] = {f.name: f for f in (
-    DataFormat("csv", "csv", (".csv",)),
-    DataFormat("tsv", "csv", (".tsv",), delimiter="\t"),
-    DataFormat("json", "json", (".json",)),
-    DataFormat("jsonl", "json", (".jsonl", ".ndjson")),
-    DataFormat("parquet", "parquet", (".parquet",)),
+    DataFormat("csv", "csv", (".csv",), delimiter=",", chunk_reader="csv"),
+    DataFormat("tsv", "csv", (".tsv",), delimiter="\t", chunk_reader="tsv"),
+    DataFormat("json", "json", (".json",), chunk_reader="jsonl"),
+    DataFormat("jsonl", "json", (".jsonl", ".ndjson"), chunk_reader="jsonl"),
+    DataFormat("parquet", "parquet", (".parquet",), chunk_reader="parquet"),
     DataFormat("txt", "text", (".txt",)),
 )}
 # formats a labelled task can be read from (a plain-text file has no label column)
 DATA_FORMATS = ("csv", "tsv", "json", "jsonl", "parquet")
+# formats `predict` reads and writes a chunk at a time (`--input-format`; a .json file is read as jsonl)
+PREDICT_FORMATS = tuple(f.name for f in FORMATS.values() if f.chunk_reader == f.name)
 COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".zst")
 
 
@@ -50,6 +56,11 @@ def extension(path: str) -> str:
         if name.endswith(suffix):
             name = name[: -len(suffix)]
     return os.path.splitext(name)[1]
+
+
+def by_extension(allowed=DATA_FORMATS) -> Dict[str, DataFormat]:
+    """Extension -> format, for the formats in ``allowed`` (``{".csv": FORMATS["csv"], ...}``)."""
+    return {ext: FORMATS[name] for name in allowed for ext in FORMATS[name].extensions}
 
 
 def format_of(path: str, allowed=DATA_FORMATS) -> Optional[DataFormat]:

@@ -13,11 +13,10 @@ from typing import List
 from .. import __version__
 from ..config.reference import options_text
 from ..errors import TextransferError
+from ..formats import PREDICT_FORMATS
+from ..inference.defaults import DEFAULT_BATCH_SIZE as DEFAULT_PREDICT_BATCH, DEFAULT_CHUNK_ROWS
 
 DESCRIPTION = "textransfer: cross-domain text-classification transfer on the Hugging Face stack."
-PREDICT_FORMATS = ("csv", "tsv", "jsonl", "parquet")  # the formats `predict` streams (json is read as jsonl)
-DEFAULT_PREDICT_BATCH = 64  # rows per forward pass: fills a CPU's matrix units without large padding waste
-DEFAULT_CHUNK_ROWS = 4096  # rows read, tokenized and length-sorted together: bounds memory, keeps sorting useful
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -131,5 +131,20 @@ def options_markdown() -> str:
     return "\n".join([README_BEGIN, *lines, README_END])
 
 
+def update_readme(path: str) -> None:
+    """Replace the table between the ``options`` markers of the README at ``path``."""
+    from pathlib import Path
+
+    readme = Path(path)
+    text = readme.read_text()
+    start, end = text.index(README_BEGIN), text.index(README_END) + len(README_END)
+    readme.write_text(text[:start] + options_markdown() + text[end:])
+
+
 if __name__ == "__main__":
-    print(options_markdown())
+    import sys
+
+    if sys.argv[1:2] == ["--write"]:  # python -m textransfer.config.reference --write README.md
+        update_readme(sys.argv[2])
+    else:
+        print(options_markdown())

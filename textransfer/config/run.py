@@ -25,6 +25,7 @@ from .task import TaskConfig
 from .training import TrainingConfig
 
 DEFAULT_METRICS = ("accuracy", "f1", "precision", "recall")
+SHIP_CHOICES = ("best", "transfer", "baseline")
 
 
 @dataclass
@@ -81,13 +82,29 @@ class RunConfig:
     hub_repo_id: Optional[str] = option(None, help="Hub repo to push to (user/name).")
     hub_private: bool = option(False, help="Create the Hub repo private.")
     hub_revision: Optional[str] = option(None, help="Hub branch to push to (default: main).")
+    ship: str = option("best", help="Target model saved as model/ (and pushed): best (higher validation score; "
+                                    "the adapted model without target labels), transfer or baseline.")
+    keep_checkpoints: bool = option(False, help="Keep stage records and step checkpoints once the run has finished.")
+    report_to: List[str] = option(default_factory=list, help="Experiment trackers (Accelerate's log_with): "
+                                                              "tensorboard, wandb, mlflow, trackio, ... or all.")
+    logging_steps: int = option(50, help="Log the training loss and learning rate to report_to every N optimiser steps.")
+    license: Optional[str] = option(None, help="Model card license when the base model's card names none (e.g. apache-2.0).")
+    language: Optional[List[str]] = option(None, help="Model card language(s) of the text, e.g. [en].")
 
     def __post_init__(self):
         if self.target is None:
             raise ConfigError("the config has no `target` task; add a `target:` section.")
         self.strategy = strategy_config(self.strategy)
+        for role in ("source", "target"):
+            task = getattr(self, role)
+            if task is not None:  # not a field: error messages name `target.format`, not `format`
+                task.role = role
         if self.push_to_hub and not self.hub_repo_id:
             raise ConfigError("`push_to_hub: true` needs `hub_repo_id` (user/name) to push to.")
+        if self.ship not in SHIP_CHOICES:
+            raise ConfigError(f"`ship` must be one of {', '.join(SHIP_CHOICES)}, got '{self.ship}'.", option="ship")
+        if self.logging_steps < 1:
+            raise ConfigError(f"`logging_steps` must be >= 1, got {self.logging_steps}.", option="logging_steps")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise ConfigError(f"`mixed_precision` must be no, fp16 or bf16, got '{self.mixed_precision}'.")
         if not self.metrics:

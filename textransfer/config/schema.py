@@ -51,7 +51,8 @@ def build(cls, data: Dict[str, Any], prefix: str):
         return cls(**kwargs)
     except ConfigError as err:
         if prefix:
-            raise ConfigError(f"in `{prefix.rstrip('.')}`: {err}", option=err.option) from None
+            option = err.option if err.option is None or err.option.startswith(prefix) else prefix + err.option
+            raise ConfigError(f"in `{prefix.rstrip('.')}`: {err}", option=option) from None
         raise
 
 

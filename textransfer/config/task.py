@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 from typing import Any, List, Optional
 
 from ..errors import ConfigError
@@ -73,6 +74,7 @@ class TaskConfig:
     max_eval_samples: Optional[int] = option(None, help="Cap on validation/test examples (seeded sample).")
     empty_text: str = option("error", help="'error' or 'drop' rows with empty or null text.")
     streaming: bool = option(False, help="Stream the training split (larger than memory); needs max_steps.")
+    encoding: str = option("utf-8", help="Text encoding of local csv/tsv/json files (e.g. latin-1, cp1252).")
 
     def __post_init__(self):
         self._resolve_package_paths()
@@ -86,6 +88,11 @@ class TaskConfig:
             raise ConfigError(
                 f"task '{self.name}': unknown `format: {self.format}`; use one of {', '.join(DATA_FORMATS)}."
             )
+        try:
+            codecs.lookup(self.encoding)
+        except LookupError:
+            raise ConfigError(f"task '{self.name}': unknown `encoding: {self.encoding}`; use a Python codec name "
+                              f"such as utf-8, latin-1 or cp1252.", option="encoding") from None
         if self.label_base not in (0, 1):
             raise ConfigError(f"task '{self.name}': `label_base` must be 0 or 1, got {self.label_base}.")
         if self.empty_text not in ("error", "drop"):
@@ -100,6 +107,12 @@ class TaskConfig:
             self.label_names = [str(n) for n in self.label_names]
             if len(set(self.label_names)) != len(self.label_names):
                 raise ConfigError(f"task '{self.name}': `label_names` has duplicates: {self.label_names}.")
+
+    def option_name(self, option: str) -> str:
+        """``option`` as a user writes it for this task: ``target.empty_text`` in a run's config
+        (``RunConfig`` sets ``role``), the bare option for a task built on its own."""
+        role = getattr(self, "role", None)
+        return f"{role}.{option}" if role else option
 
     def _resolve_package_paths(self) -> None:
         map_task_paths(self, lambda p: package_file(p) if p.startswith(PACKAGE_PREFIX) else p)

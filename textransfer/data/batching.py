@@ -10,7 +10,7 @@ long-to-short curriculum within an epoch. Both pad far less than random batching
 
 from __future__ import annotations
 
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Dict, Iterator, List, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Sampler
@@ -18,6 +18,12 @@ from transformers import DataCollatorWithPadding
 
 # Columns that travel with examples for bookkeeping but are not model inputs.
 NON_MODEL_COLUMNS = ("length", "row")
+# Batches per length-grouping window (mega-batch), here and in streaming.py's
+# LengthGroupedStream: examples are sorted by length only within a seeded window of this many
+# batches, so batches pad little while which examples share a batch stays random; larger
+# windows pad less but make batches more alike from step to step (and hold more of a stream in
+# memory).
+LENGTH_GROUP_BATCHES = 50
 
 
 class LengthGroupedBatchSampler(Sampler[List[int]]):
@@ -27,8 +33,6 @@ class LengthGroupedBatchSampler(Sampler[List[int]]):
         lengths (`Sequence[int]`): token count of each example.
         batch_size (`int`): examples per batch.
         seed (`int`): base seed; epoch ``e`` uses ``seed + e`` (call ``set_epoch``).
-        megabatch_mult (`int`, *optional*, defaults to 50): a mega-batch holds this many batches.
-        shuffle (`bool`): shuffle examples and batch order; ``False`` gives sorted, fixed batches.
         drop_last (`bool`): drop a final incomplete batch.
         num_replicas (`int`, *optional*, defaults to 1): processes the batches are shared by.
 
@@ -45,8 +49,6 @@ class LengthGroupedBatchSampler(Sampler[List[int]]):
         lengths: Sequence[int],
         batch_size: int,
         seed: int = 0,
-        megabatch_mult: int = 50,
-        shuffle: bool = True,
         drop_last: bool = False,
         group_by_length: bool = True,
         num_replicas: int = 1,
@@ -54,8 +56,6 @@ class LengthGroupedBatchSampler(Sampler[List[int]]):
         self.lengths = torch.as_tensor(list(lengths))
         self.per_process_batch_size = batch_size
         self.seed = seed
-        self.megabatch = max(1, megabatch_mult) * batch_size
-        self.shuffle = shuffle
         self.drop_last = drop_last
         self.group_by_length = group_by_length
         self.num_replicas = max(1, num_replicas)
@@ -94,9 +94,9 @@ class LengthGroupedBatchSampler(Sampler[List[int]]):
 
     def _global_batches(self, batch_size: int) -> List[List[int]]:
         n = len(self.lengths)
-        megabatch = self.megabatch // self.per_process_batch_size * batch_size
+        megabatch = LENGTH_GROUP_BATCHES * batch_size  # of global batches: as one process of that size
         g = torch.Generator().manual_seed(self.seed + self.epoch)
-        order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
+        order = torch.randperm(n, generator=g)
         if self.group_by_length:
             groups = []
             for start in range(0, n, megabatch):
@@ -108,10 +108,8 @@ class LengthGroupedBatchSampler(Sampler[List[int]]):
         batches = [order[i : i + batch_size].tolist() for i in range(0, n, batch_size)]
         if self.drop_last and batches and len(batches[-1]) < batch_size:
             batches.pop()
-        if self.shuffle:
-            perm = torch.randperm(len(batches), generator=g).tolist()
-            batches = [batches[i] for i in perm]
-        return batches
+        perm = torch.randperm(len(batches), generator=g).tolist()
+        return [batches[i] for i in perm]
 
     def __iter__(self) -> Iterator[List[int]]:
         yield from self.batches()
@@ -120,8 +118,8 @@ class LengthGroupedBatchSampler(Sampler[List[int]]):
 class Collator:
     """Dynamic padding (``DataCollatorWithPadding``) minus the bookkeeping columns."""
 
-    def __init__(self, tokenizer, pad_to_multiple_of: Optional[int] = None):
-        self.pad = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of, return_tensors="pt")
+    def __init__(self, tokenizer):
+        self.pad = DataCollatorWithPadding(tokenizer, return_tensors="pt")
 
     def __call__(self, features: List[Dict]) -> Dict[str, torch.Tensor]:
         features = [{k: v for k, v in f.items() if k not in NON_MODEL_COLUMNS} for f in features]

@@ -9,19 +9,16 @@ sampling, and checks that name the file, split, column and row when something is
 Every split that comes out has the columns ``text`` (and ``text_pair`` for pair tasks),
 ``labels`` (0-based ints) and ``row`` (the example's 1-based row number in its source split,
 used in error messages and reports).
+
+A task with ``streaming: true`` is handed to ``streaming.load_stream_task``; what both read
+and check alike is in ``sources`` (files, formats) and ``transforms`` (columns, filters, text).
 """
 
 from __future__ import annotations
 
-import ast
 import logging
 import math
-import operator
-import os
-import re
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import datasets
 import numpy as np
@@ -29,146 +26,40 @@ from datasets import ClassLabel, Dataset, DatasetDict
 from datasets.utils.stratify import stratified_shuffle_split_generate_indices
 
 from ..config import TaskConfig
-from ..errors import ConfigError, DataError
+from ..errors import DataError
+from .sources import files_format, load_files, local_files
+from .streaming import load_stream_task
+from .task import TaskData
+from .transforms import JoinText, RowFilter, check_columns, check_filter_column, parse_filter
+
+__all__ = ["TaskData", "load_raw", "load_task", "sample_per_class"]
 
 logger = logging.getLogger(__name__)
 
-_EXTENSIONS = {
-    ".csv": "csv",
-    ".tsv": "tsv",
-    ".json": "json",
-    ".jsonl": "jsonl",
-    ".parquet": "parquet",
-}
-_BUILDERS = {"csv": "csv", "tsv": "csv", "json": "json", "jsonl": "json", "parquet": "parquet"}
 _SHOWN_ROWS = 5  # rows listed in an error message before "..."
 
 
-@dataclass
-class TaskData:
-    """A loaded task: its splits and its label set.
-
-    Args:
-        name (`str`): the task's name.
-        splits (`datasets.DatasetDict`): ``train``, ``validation`` and ``test``.
-        label_names (`list[str]`): label names in id order.
-        info (`dict`): what loading did (rows per split, dropped rows, carved splits).
-    """
-
-    name: str
-    splits: DatasetDict
-    label_names: List[str]
-    info: Dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def num_labels(self) -> int:
-        return len(self.label_names)
-
-    @property
-    def id2label(self) -> Dict[int, str]:
-        return dict(enumerate(self.label_names))
-
-    @property
-    def label2id(self) -> Dict[str, int]:
-        return {name: i for i, name in enumerate(self.label_names)}
-
-    @property
-    def has_pair(self) -> bool:
-        return "text_pair" in self.splits["validation"].column_names  # (a streamed train may not know its columns)
-
-
 # ---------------------------------------------------------------------------- raw loading
-def _infer_format(path: str, task: TaskConfig) -> str:
-    if task.format:
-        return task.format
-    name = path.lower()
-    for suffix in (".gz", ".bz2", ".xz", ".zst"):
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-    ext = os.path.splitext(name)[1]
-    if ext not in _EXTENSIONS:
+def _load_hub(task: TaskConfig, cache_dir: Optional[str]) -> Tuple[DatasetDict, Dict[str, str]]:
+    try:
+        raw = datasets.load_dataset(task.path, task.dataset_config, cache_dir=cache_dir)
+    except Exception as err:  # the Hub client raises many types; all mean the same to a user
         raise DataError(
-            f"task '{task.name}': cannot tell the format of '{path}' from its extension '{ext or '(none)'}'. "
-            f"Set `{task.name}.format` to one of csv, tsv, json, jsonl, parquet, or rename the file."
-        )
-    return _EXTENSIONS[ext]
-
-
-def _local_files(task: TaskConfig) -> Optional[Dict[str, List[str]]]:
-    """The task's local files as {split: [paths]}, or None for a Hub dataset."""
-    files = task.data_files
-    if files is None:
-        p = Path(task.path)
-        if p.is_file():
-            files = str(p)
-        elif p.is_dir():
-            found = sorted(str(f) for f in p.iterdir() if _ext(f.name) in _EXTENSIONS)
-            if not found:
-                raise DataError(
-                    f"task '{task.name}': folder '{p}' holds no csv, tsv, json, jsonl or parquet file."
-                )
-            files = {Path(f).name.split(".")[0]: f for f in found}
-        elif _looks_like_path(task.path):
-            raise DataError(
-                f"task '{task.name}': file not found: '{task.path}'. Check `path` (relative paths are "
-                f"resolved against the config file's folder and the current directory)."
-            )
-        else:
-            return None
-    if isinstance(files, str):
-        files = {"train": files}
-    if not isinstance(files, dict):
-        raise ConfigError(f"task '{task.name}': `data_files` must be a path or a mapping split -> path.")
-    out = {}
-    for split, paths in files.items():
-        paths = [paths] if isinstance(paths, str) else list(paths)
-        for p in paths:
-            if not Path(p).is_file():
-                raise DataError(
-                    f"task '{task.name}': file not found for split '{split}': '{p}'. "
-                    f"Fix `data_files.{split}` (relative paths are resolved against the config file's folder)."
-                )
-        out[str(split)] = paths
-    return out
-
-
-def _ext(name: str) -> str:
-    return os.path.splitext(name)[1].lower()
-
-
-def _looks_like_path(s: str) -> bool:
-    return s.startswith((".", "/", "~")) or os.path.splitext(s)[1].lower() in _EXTENSIONS or os.sep + os.sep in s
+            f"task '{task.name}': could not load the dataset '{task.path}'"
+            f"{' (' + task.dataset_config + ')' if task.dataset_config else ''}: {type(err).__name__}: {err}. "
+            f"If the Hub cannot be reached, point `path` or `data_files` at local files."
+        ) from None
+    if not isinstance(raw, DatasetDict):
+        raw = DatasetDict({"train": raw})
+    return raw, {split: f"{task.path}[{split}]" for split in raw}
 
 
 def load_raw(task: TaskConfig, cache_dir: Optional[str] = None) -> Tuple[DatasetDict, Dict[str, str]]:
     """Load the task's data as it is, returning the splits and where each came from."""
-    files = _local_files(task)
+    files = local_files(task)
     if files is None:
-        try:
-            raw = datasets.load_dataset(task.path, task.dataset_config, cache_dir=cache_dir)
-        except Exception as err:  # the Hub client raises many types; all mean the same to a user
-            raise DataError(
-                f"task '{task.name}': could not load the dataset '{task.path}'"
-                f"{' (' + task.dataset_config + ')' if task.dataset_config else ''}: {type(err).__name__}: {err}. "
-                f"If the Hub cannot be reached, point `path` or `data_files` at local files."
-            ) from None
-        if not isinstance(raw, DatasetDict):
-            raw = DatasetDict({"train": raw})
-        origin = {split: f"{task.path}[{split}]" for split in raw}
-        return raw, origin
-
-    formats = {_infer_format(p, task) for paths in files.values() for p in paths}
-    if len(formats) > 1:
-        raise DataError(f"task '{task.name}': data files mix formats {sorted(formats)}; use one format per task.")
-    fmt = formats.pop()
-    kwargs: Dict[str, Any] = {}
-    if fmt in ("csv", "tsv"):
-        delimiter = task.delimiter or ("\t" if fmt == "tsv" else ",")
-        kwargs["delimiter"] = delimiter
-        if task.quoting is not None:
-            kwargs["quoting"] = task.quoting
-        if task.column_names:
-            kwargs["column_names"] = list(task.column_names)
+        return _load_hub(task, cache_dir)
+    fmt = files_format(task, [p for paths in files.values() for p in paths])
     # One load per split: splits of real corpora do not always share columns (SST-2's test.tsv
     # has `index,sentence` and no `label`), and a single load_dataset call over all files
     # fails on that with a schema error that hides the actual problem. Loaded apart, each
@@ -176,11 +67,7 @@ def load_raw(task: TaskConfig, cache_dir: Optional[str] = None) -> Tuple[Dataset
     raw = DatasetDict()
     for split, paths in files.items():
         try:
-            # Read under datasets' neutral name `train`: the user's split names (`dev-2024`,
-            # `all`) need not follow datasets' rules for split names.
-            raw[split] = datasets.load_dataset(
-                _BUILDERS[fmt], data_files={"train": paths}, split="train", cache_dir=cache_dir, **kwargs
-            )
+            raw[split] = load_files(task, paths, fmt, cache_dir)
         except Exception as err:  # parse errors come from pandas/pyarrow with many types
             raise DataError(
                 f"task '{task.name}': could not read {fmt} file(s) {', '.join(paths)} (split '{split}'): "
@@ -190,70 +77,10 @@ def load_raw(task: TaskConfig, cache_dir: Optional[str] = None) -> Tuple[Dataset
     return raw, origin
 
 
-# ---------------------------------------------------------------------------- filters
-_OPS: Dict[str, Callable[[Any, Any], bool]] = {
-    "==": operator.eq,
-    "!=": operator.ne,
-    "<=": operator.le,
-    ">=": operator.ge,
-    "<": operator.lt,
-    ">": operator.gt,
-    "not in": lambda a, b: a not in b,
-    "in": lambda a, b: a in b,
-}
-# `in` / `not in` are whole words: without \b, "domain is books" parsed as column "doma", op "in".
-_FILTER_RE = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(==|!=|<=|>=|<|>|\bnot\s+in\b|\bin\b)\s*(.+?)\s*$")
-
-
-def parse_filter(expr: str, task_name: str = "task") -> Tuple[str, str, Any]:
-    """Parse ``"column op value"``; the value is a Python literal or a bare word."""
-    m = _FILTER_RE.match(expr)
-    if not m:
-        raise ConfigError(
-            f"task '{task_name}': cannot parse filter '{expr}'. Write `column op value`, e.g. "
-            f"\"domain == 'books'\" or \"rating >= 4\" (ops: == != < <= > >= in, not in)."
-        )
-    column, op, raw = m.group(1), re.sub(r"\s+", " ", m.group(2)), m.group(3)
-    try:
-        value = ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
-        value = raw  # a bare word such as books
-    if op in ("in", "not in") and not isinstance(value, (list, tuple, set)):
-        raise ConfigError(f"task '{task_name}': filter '{expr}': `{op}` needs a list, e.g. ['books', 'dvd'].")
-    return column, op, value
-
-
-class _RowFilter:
-    """Picklable filter so datasets can fingerprint it and reuse the cached result."""
-
-    def __init__(self, column: str, op: str, value: Any):
-        self.column, self.op, self.value = column, op, value
-
-    def __call__(self, batch):
-        fn = _OPS[self.op]
-        return [v is not None and fn(v, self.value) for v in batch[self.column]]
-
-
 # ---------------------------------------------------------------------------- text and labels
-class _JoinText:
-    def __init__(self, columns: List[str], sep: str, pair: Optional[str]):
-        self.columns, self.sep, self.pair = columns, sep, pair
-
-    def __call__(self, batch):
-        n = len(batch[self.columns[0]])
-        out = {}
-        texts = []
-        for i in range(n):
-            parts = [batch[c][i] for c in self.columns]
-            parts = [str(p).strip() for p in parts if p is not None and str(p).strip()]
-            texts.append(self.sep.join(parts))
-        out["text"] = texts
-        if self.pair:
-            out["text_pair"] = [("" if v is None else str(v).strip()) for v in batch[self.pair]]
-        return out
-
-
 class _MapLabels:
+    """Label ids: string labels through the name -> id mapping, integer ones less ``label_base``."""
+
     def __init__(self, column: str, mapping: Optional[Dict[Any, int]], offset: int):
         self.column, self.mapping, self.offset = column, mapping, offset
 
@@ -353,25 +180,6 @@ def _check_labels(task: TaskConfig, ds: Dataset, split: str, origin: str, names:
         )
 
 
-def _check_columns(task: TaskConfig, ds: Dataset, split: str, origin: str, need_label: bool) -> None:
-    wanted = list(task.text_columns) + ([task.text_pair_column] if task.text_pair_column else [])
-    if need_label:
-        wanted.append(task.label_column)
-    for col in wanted:
-        if col not in ds.column_names:
-            option = "label_column" if col == task.label_column else (
-                "text_pair_column" if col == task.text_pair_column else "text_columns")
-            hint = ""
-            if col == task.label_column:
-                hint = (" If this split has no labels (like SST-2's test split), use another split for "
-                        "`test_split`/`validation_split`.")
-            raise DataError(
-                f"task '{task.name}': column '{col}' (from `{option}`) not found in split '{split}' ({origin}). "
-                f"Columns there: {ds.column_names}. Fix `{option}`, or set `column_names` for a file without a "
-                f"header.{hint}"
-            )
-
-
 # ---------------------------------------------------------------------------- the pipeline
 def load_task(task: TaskConfig, cache_dir: Optional[str] = None) -> TaskData:
     """Load, check and split a task.
@@ -390,28 +198,47 @@ def load_task(task: TaskConfig, cache_dir: Optional[str] = None) -> TaskData:
     news = load_task(TaskConfig(name="news", data_files="news.csv", label_names=["world", "sports"]))
     ```
     """
-    parsed_filters = [parse_filter(f, task.name) for f in task.filters]  # config errors before reading data
+    filters = [parse_filter(f, task.name) for f in task.filters]  # config errors before reading data
     if task.streaming:  # larger than memory: train is read lazily (streaming.py)
-        from .streaming import load_stream_task
-
         return load_stream_task(task, cache_dir=cache_dir)
     raw, origin = load_raw(task, cache_dir=cache_dir)
     info: Dict[str, Any] = {"origin": origin, "dropped_empty": {}, "carved": []}
+    wanted = _check_split_names(task, raw)
+    used = _assign_splits(task, raw, wanted, info)
+    splits = {role: _select_rows(task, raw[split], split, origin.get(split, split), filters)
+              for role, split in used.items()}
+    names, mapping = _infer_label_names(task, splits["train"])
+    for role, split in used.items():
+        splits[role], dropped = _finish_split(task, splits[role], split, origin.get(split, split), names, mapping)
+        if dropped:
+            info["dropped_empty"][role] = dropped
+    _carve_missing(task, splits, wanted, len(names), info)
+    _limit_sizes(task, splits, names)
+    info["rows"] = {role: len(ds) for role, ds in splits.items()}
+    info["class_counts"] = {role: _class_counts(ds, len(names)) for role, ds in splits.items()}
+    return TaskData(name=task.name, splits=DatasetDict(splits), label_names=names, info=info)
 
+
+def _check_split_names(task: TaskConfig, raw: DatasetDict) -> Dict[str, str]:
+    """The split named for validation and test; a named split must exist, except under its
+    default name (``validation``, ``test``): that one is carved from train when absent."""
     if task.train_split not in raw:
         raise DataError(
             f"task '{task.name}': split '{task.train_split}' not found; the data has splits {list(raw)}. "
             f"Set `train_split`."
         )
     wanted = {"validation": task.validation_split, "test": task.test_split}
-    defaults = {"validation": "validation", "test": "test"}
     for role, split in wanted.items():
-        if split not in raw and split != defaults[role]:
+        if split not in raw and split != role:
             raise DataError(
                 f"task '{task.name}': {role} split '{split}' (from `{role}_split`) not found; the data has "
                 f"splits {list(raw)}. Name one of those, or remove the option to carve a {role} split from train."
             )
+    return wanted
 
+
+def _assign_splits(task: TaskConfig, raw: DatasetDict, wanted: Dict[str, str], info: Dict[str, Any]) -> Dict[str, str]:
+    """Role -> split, for the roles the data has a split for (the others are carved later)."""
     # A split never serves two roles: a validation or test split that names the train split,
     # or a validation split that names the test split (the Hub's SST-2 recipe tests on
     # `validation`), is carved from train instead, so that neither early stopping nor model
@@ -427,66 +254,69 @@ def load_task(task: TaskConfig, cache_dir: Optional[str] = None) -> TaskData:
             continue
         if split in raw:
             used[role] = split
+    return used
 
-    splits: Dict[str, Dataset] = {}
-    for role, split in used.items():
-        ds = raw[split]
-        _check_columns(task, ds, split, origin.get(split, split), need_label=True)
-        if "row" in ds.column_names:  # the data's own `row` column would clash with our row numbers
-            ds = ds.remove_columns("row")
-        ds = ds.add_column("row", list(range(1, len(ds) + 1)))
-        for column, op, value in parsed_filters:
-            if column not in ds.column_names:
-                raise DataError(
-                    f"task '{task.name}': filter on column '{column}', which split '{split}' "
-                    f"({origin.get(split, split)}) does not have. Columns there: {ds.column_names}."
-                )
-            try:
-                ds = ds.filter(_RowFilter(column, op, value), batched=True)
-            except TypeError as err:  # e.g. "rating >= '4'" on a numeric column
-                raise DataError(
-                    f"task '{task.name}': filter `{column} {op} {value!r}` cannot compare column '{column}' "
-                    f"({ds.features[column]}) of split '{split}' ({origin.get(split, split)}) with "
-                    f"{type(value).__name__} {value!r}: {err}. Fix the value's type in `filters`."
-                ) from None
-        if len(ds) == 0:
+
+def _select_rows(task: TaskConfig, ds: Dataset, split: str, origin: str, filters) -> Dataset:
+    """One split's rows as configured: its columns checked, row numbers added, filters applied."""
+    check_columns(task, ds.column_names, split, origin)
+    if "row" in ds.column_names:  # the data's own `row` column would clash with our row numbers
+        ds = ds.remove_columns("row")
+    ds = ds.add_column("row", list(range(1, len(ds) + 1)))
+    for column, op, value in filters:
+        check_filter_column(task, column, ds.column_names, split, origin)
+        try:
+            ds = ds.filter(RowFilter(column, op, value), batched=True)
+        except TypeError as err:  # e.g. "rating >= '4'" on a numeric column
             raise DataError(
-                f"task '{task.name}': split '{split}' ({origin.get(split, split)}) has no rows"
-                f"{' after filters ' + str(task.filters) if task.filters else ''}."
-            )
-        splits[role] = ds
-
-    names, mapping = _infer_label_names(task, splits["train"])
-    for role, ds in splits.items():
-        split = used[role]
-        _check_labels(task, ds, split, origin.get(split, split), names, mapping)
-        drop = [c for c in ds.column_names if c != "row"]
-        ds = ds.map(_MapLabels(task.label_column, mapping, task.label_base), batched=True)
-        ds = ds.map(
-            _JoinText(task.text_columns, task.text_separator, task.text_pair_column),
-            batched=True,
-            remove_columns=drop,
+                f"task '{task.name}': filter `{column} {op} {value!r}` cannot compare column '{column}' "
+                f"({ds.features[column]}) of split '{split}' ({origin}) with "
+                f"{type(value).__name__} {value!r}: {err}. Fix the value's type in `filters`."
+            ) from None
+    if len(ds) == 0:
+        raise DataError(
+            f"task '{task.name}': split '{split}' ({origin}) has no rows"
+            f"{' after filters ' + str(task.filters) if task.filters else ''}."
         )
-        # A pair task needs both texts: an empty second text is as unusable as an empty first one.
-        text_cols = ["text", "text_pair"] if task.text_pair_column else ["text"]
-        keep = [all(parts) for parts in zip(*(_column(ds, c) for c in text_cols))]
-        empty = [r for k, r in zip(keep, _column(ds, "row")) if not k]
-        if empty:
-            columns = list(task.text_columns) + ([task.text_pair_column] if task.text_pair_column else [])
-            if task.empty_text == "error":
-                raise DataError(
-                    f"task '{task.name}': split '{split}' ({origin.get(split, split)}), column(s) "
-                    f"{columns}: empty or null text in row(s) {_rows_str(empty)}. "
-                    f"Fix the data, or set `{task.name}.empty_text: drop` to drop them."
-                )
-            ds = ds.select([i for i, k in enumerate(keep) if k])
-            info["dropped_empty"][role] = len(empty)
-            logger.warning("task '%s': dropped %d row(s) with empty text from split '%s'.", task.name, len(empty), split)
-        ds = ds.cast_column("labels", ClassLabel(names=names))
-        splits[role] = ds
+    return ds
 
-    # Carve missing splits from train, stratified and seeded, test first so that
-    # validation never sees test rows.
+
+def _finish_split(task: TaskConfig, ds: Dataset, split: str, origin: str, names: List[str],
+                  mapping) -> Tuple[Dataset, int]:
+    """Labels checked and mapped to ids, text joined, rows with empty text handled; returns the
+    split (columns ``text``[, ``text_pair``], ``labels``, ``row``) and how many rows were dropped."""
+    _check_labels(task, ds, split, origin, names, mapping)
+    drop = [c for c in ds.column_names if c != "row"]
+    ds = ds.map(_MapLabels(task.label_column, mapping, task.label_base), batched=True)
+    ds = ds.map(JoinText(task.text_columns, task.text_separator, task.text_pair_column), batched=True,
+                remove_columns=drop)
+    ds, dropped = _drop_empty_text(task, ds, split, origin)
+    return ds.cast_column("labels", ClassLabel(names=names)), dropped
+
+
+def _drop_empty_text(task: TaskConfig, ds: Dataset, split: str, origin: str) -> Tuple[Dataset, int]:
+    """Rows whose text is empty: an error, or dropped with ``empty_text: drop``."""
+    # A pair task needs both texts: an empty second text is as unusable as an empty first one.
+    text_cols = ["text", "text_pair"] if task.text_pair_column else ["text"]
+    keep = [all(parts) for parts in zip(*(_column(ds, c) for c in text_cols))]
+    empty = [r for k, r in zip(keep, _column(ds, "row")) if not k]
+    if not empty:
+        return ds, 0
+    if task.empty_text == "error":
+        columns = list(task.text_columns) + ([task.text_pair_column] if task.text_pair_column else [])
+        raise DataError(
+            f"task '{task.name}': split '{split}' ({origin}), column(s) "
+            f"{columns}: empty or null text in row(s) {_rows_str(empty)}. "
+            f"Fix the data, or set `{task.name}.empty_text: drop` to drop them."
+        )
+    logger.warning("task '%s': dropped %d row(s) with empty text from split '%s'.", task.name, len(empty), split)
+    return ds.select([i for i, k in enumerate(keep) if k]), len(empty)
+
+
+def _carve_missing(task: TaskConfig, splits: Dict[str, Dataset], wanted: Dict[str, str], num_labels: int,
+                   info: Dict[str, Any]) -> None:
+    """Carve the splits the data lacks from train, stratified and seeded, test first so that
+    validation never sees test rows."""
     for role, fraction in (("test", task.test_fraction), ("validation", task.validation_fraction)):
         if role in splits:
             continue
@@ -496,13 +326,16 @@ def load_task(task: TaskConfig, cache_dir: Optional[str] = None) -> TaskData:
                 f"Name an existing split in `{role}_split` or set `{role}_fraction`."
             )
         train = splits["train"]
-        if min(_class_counts(train, len(names))) >= 2:
+        if min(_class_counts(train, num_labels)) >= 2:  # stratifying needs two of each class
             splits["train"], splits[role] = _stratified_split(train, fraction, task.split_seed)
         else:
             parts = train.train_test_split(test_size=fraction, seed=task.split_seed)
             splits["train"], splits[role] = parts["train"], parts["test"]
         info["carved"].append(role)
 
+
+def _limit_sizes(task: TaskConfig, splits: Dict[str, Dataset], names: List[str]) -> None:
+    """``k_per_class``, ``max_train_samples`` and ``max_eval_samples``: seeded subsets."""
     if task.k_per_class is not None:
         splits["train"] = sample_per_class(splits["train"], task.k_per_class, task.split_seed, task.name, names)
     if task.max_train_samples is not None and len(splits["train"]) > task.max_train_samples:
@@ -511,10 +344,6 @@ def load_task(task: TaskConfig, cache_dir: Optional[str] = None) -> TaskData:
         for role in ("validation", "test"):
             if len(splits[role]) > task.max_eval_samples:
                 splits[role] = splits[role].shuffle(seed=task.split_seed).select(range(task.max_eval_samples))
-
-    info["rows"] = {role: len(ds) for role, ds in splits.items()}
-    info["class_counts"] = {role: _class_counts(ds, len(names)) for role, ds in splits.items()}
-    return TaskData(name=task.name, splits=DatasetDict(splits), label_names=names, info=info)
 
 
 def _stratified_split(ds: Dataset, fraction: float, seed: int) -> Tuple[Dataset, Dataset]:

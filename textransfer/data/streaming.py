@@ -23,7 +23,7 @@ on it (``benchmarks/scale.py`` prints both rates).
 
 Batches: :class:`LengthGroupedStream` shuffles the stream in a buffer
 (``IterableDataset.shuffle(seed, buffer_size)``), then groups each window of
-``50 * batch_size`` examples by length into batches and shuffles the batches within the
+``LENGTH_GROUP_BATCHES * batch_size`` examples (see ``batching.py``) by length into batches and shuffles the batches within the
 window, the streaming counterpart of ``LengthGroupedBatchSampler``. Under several processes
 each process reads its own part of the stream (``datasets.distributed.split_dataset_by_node``),
 so no two processes train on the same row.
@@ -32,10 +32,9 @@ so no two processes train on the same row.
 from __future__ import annotations
 
 import itertools
-import logging
 import os
 from dataclasses import asdict
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import datasets
 import torch
@@ -45,14 +44,14 @@ from datasets.exceptions import DatasetGenerationError
 from datasets.fingerprint import Hasher
 from torch.utils.data import DataLoader
 
-from .batching import Collator
 from ..config import TaskConfig
 from ..errors import ConfigError, DataError
-
-logger = logging.getLogger(__name__)
+from .batching import LENGTH_GROUP_BATCHES, Collator
+from .sources import files_format, load_files, local_files
+from .task import TaskData
+from .transforms import JoinText, RowFilter, check_columns, check_filter_column, parse_filter
 
 DEFAULT_EVAL_ROWS = 1000  # rows each of validation and test taken from the stream's head
-WINDOW_BATCHES = 50  # batches per length-grouping window (as LengthGroupedBatchSampler's mega-batch)
 
 
 # ---------------------------------------------------------------------------- loading
@@ -74,32 +73,47 @@ def _file_identity(paths: List[str]) -> List[Any]:
     return out
 
 
-def _open_stream(task: TaskConfig, split: str, files: Optional[Dict[str, List[str]]], cache_dir) -> IterableDataset:
-    from .loading import _BUILDERS, _infer_format
+class _Source:
+    """The task's data, opened a split at a time as a stream: local files or a Hub dataset."""
 
-    if files is None:
+    def __init__(self, task: TaskConfig, cache_dir: Optional[str]):
+        self.task, self.cache_dir = task, cache_dir
+        self.files = local_files(task)
+        self.available = list(self.files) if self.files is not None else None  # None: a Hub id's splits are unknown
+
+    def origin(self, split: str) -> str:
+        """Where ``split`` comes from, as error messages name it."""
+        return ", ".join(self.files[split]) if self.files is not None else f"{self.task.path}[{split}]"
+
+    def identity(self, split: str) -> List[Any]:
+        """What a split materialised from ``split`` is cached under."""
+        if self.files is not None:
+            return _file_identity(self.files[split])
+        return [self.task.path, self.task.dataset_config, split]
+
+    def open(self, split: str) -> IterableDataset:
+        task = self.task
+        if self.files is not None:
+            paths = self.files[split]
+            return load_files(task, paths, files_format(task, paths), self.cache_dir, streaming=True)
         try:
             return datasets.load_dataset(task.path, task.dataset_config, split=split, streaming=True,
-                                         cache_dir=cache_dir)
+                                         cache_dir=self.cache_dir)
         except Exception as err:  # the Hub client raises many types; all mean the same to a user
             raise DataError(
                 f"task '{task.name}': could not stream split '{split}' of '{task.path}': {type(err).__name__}: "
                 f"{err}. If the Hub cannot be reached, point `path` or `data_files` at local files."
             ) from None
-    paths = files[split]
-    formats = {_infer_format(p, task) for p in paths}
-    if len(formats) > 1:
-        raise DataError(f"task '{task.name}': data files mix formats {sorted(formats)}; use one format per task.")
-    fmt = formats.pop()
-    kwargs: Dict[str, Any] = {}
-    if fmt in ("csv", "tsv"):
-        kwargs["delimiter"] = task.delimiter or ("\t" if fmt == "tsv" else ",")
-        if task.quoting is not None:
-            kwargs["quoting"] = task.quoting
-        if task.column_names:
-            kwargs["column_names"] = list(task.column_names)
-    return datasets.load_dataset(_BUILDERS[fmt], data_files={"train": paths}, split="train", streaming=True,
-                                 cache_dir=cache_dir, **kwargs)
+
+    def has_split(self, split: str) -> bool:
+        """Whether the data has ``split`` (for a Hub id: whether it can be opened and read)."""
+        if self.available is not None:
+            return split in self.available
+        try:
+            _first_row(self.task, self.open(split), split, self.origin(split))
+        except DataError:
+            return False
+        return True
 
 
 def _first_row(task: TaskConfig, ds: IterableDataset, split: str, origin: str) -> Dict[str, Any]:
@@ -114,6 +128,8 @@ def _first_row(task: TaskConfig, ds: IterableDataset, split: str, origin: str) -
 
 
 class _AddRow:
+    """The 1-based ``row`` number of each example in its split."""
+
     def __call__(self, batch, indices):
         return {"row": [i + 1 for i in indices]}
 
@@ -164,15 +180,8 @@ class _NonEmpty:
 
 def _pipeline(task: TaskConfig, ds: IterableDataset, split: str, origin: str, names, mapping) -> IterableDataset:
     """The lazy counterpart of ``load_task``'s per-split steps: rows, filters, labels, text."""
-    from .loading import _JoinText, _RowFilter, _check_columns, parse_filter
-
-    first = _first_row(task, ds, split, origin)
-    columns = list(first)
-
-    class _Cols:  # _check_columns reads `.column_names`, which a stream may not know before reading
-        column_names = columns
-
-    _check_columns(task, _Cols, split, origin, need_label=True)
+    columns = list(_first_row(task, ds, split, origin))  # a stream may not know its columns before reading
+    check_columns(task, columns, split, origin)
     if "row" in columns:
         ds = ds.remove_columns("row")
     # One example per call (batch_size=1): a batched step over a stream names each output batch by
@@ -182,12 +191,10 @@ def _pipeline(task: TaskConfig, ds: IterableDataset, split: str, origin: str, na
     one = dict(batched=True, batch_size=1)
     ds = ds.map(_AddRow(), with_indices=True, **one)
     for column, op, value in (parse_filter(f, task.name) for f in task.filters):
-        if column not in columns:
-            raise DataError(f"task '{task.name}': filter on column '{column}', which split '{split}' ({origin}) "
-                            f"does not have. Columns there: {columns}.")
-        ds = ds.filter(_RowFilter(column, op, value), **one)
+        check_filter_column(task, column, columns, split, origin)
+        ds = ds.filter(RowFilter(column, op, value), **one)
     ds = ds.map(_StreamLabels(task, split, origin, names, mapping), **one)
-    ds = ds.map(_JoinText(task.text_columns, task.text_separator, task.text_pair_column), **one,
+    ds = ds.map(JoinText(task.text_columns, task.text_separator, task.text_pair_column), **one,
                 remove_columns=[c for c in columns if c not in ("row",)])
     # (labels stay plain ids here: a stream's features are often unknown until read, so the
     # ClassLabel cast is done on the materialised validation/test tables)
@@ -231,63 +238,21 @@ def _materialise(stream: IterableDataset, n: Optional[int], key: List[Any], cach
         raise
 
 
-def load_stream_task(task: TaskConfig, cache_dir: Optional[str] = None):
+def load_stream_task(task: TaskConfig, cache_dir: Optional[str] = None) -> TaskData:
     """``load_task`` for ``streaming: true``: train is an ``IterableDataset``; validation and test
     are small ``Dataset`` tables (see the module docstring for where they come from)."""
-    from .loading import TaskData, _local_files
-
     check_streaming_task(task)
-    files = _local_files(task)
-    available = list(files) if files is not None else None
-    if available is not None and task.train_split not in available:
+    source = _Source(task, cache_dir)
+    if source.available is not None and task.train_split not in source.available:
         raise DataError(f"task '{task.name}': split '{task.train_split}' not found; the data has splits "
-                        f"{available}. Set `train_split`.")
-
-    def origin_of(split):
-        return ", ".join(files[split]) if files is not None else f"{task.path}[{split}]"
-
-    def identity(split):
-        return _file_identity(files[split]) if files is not None else [task.path, task.dataset_config, split]
-
-    train = _open_stream(task, task.train_split, files, cache_dir)
-    names, mapping = _label_set(task, train, _first_row(task, train, task.train_split, origin_of(task.train_split)))
-    train = _pipeline(task, train, task.train_split, origin_of(task.train_split), names, mapping)
-    config_key = [asdict(task)]
-
-    own = {}
-    for role in ("validation", "test"):
-        split = getattr(task, f"{role}_split")
-        if split == task.train_split or split in own.values():
-            continue  # never two roles for one split
-        if available is not None and split not in available:
-            if split != role:  # a split the user named must exist (as in load_task)
-                raise DataError(f"task '{task.name}': {role} split '{split}' (from `{role}_split`) not found; the "
-                                f"data has splits {available}. Name one of those, or remove the option to hold out "
-                                f"the stream's first rows as the {role} split.")
-            continue
-        if available is None:
-            try:
-                stream = _open_stream(task, split, None, cache_dir)
-                _first_row(task, stream, split, origin_of(split))
-            except DataError:
-                continue  # the Hub dataset has no such split: carve it from the stream's head
-        own[role] = split
-
-    splits, info = {}, {"origin": {task.train_split: origin_of(task.train_split)}, "streaming": True, "carved": []}
-    n_eval = task.max_eval_samples or DEFAULT_EVAL_ROWS
-    for role, split in own.items():
-        stream = _pipeline(task, _open_stream(task, split, files, cache_dir), split, origin_of(split), names, mapping)
-        splits[role] = _materialise(stream, task.max_eval_samples, config_key + [identity(split), role], cache_dir)
-        info["origin"][split] = origin_of(split)
-    head = [role for role in ("test", "validation") if role not in own]
-    for i, role in enumerate(head):
-        # test is the first n rows, validation the next n: the same rows whatever the other role does
-        part = train.skip(i * n_eval).take(n_eval)
-        splits[role] = _materialise(part, None, config_key + [identity(task.train_split), "head", i, n_eval],
-                                    cache_dir)
-        info["carved"].append(role)
-    if head:
-        train = train.skip(len(head) * n_eval)  # training never sees the rows held out above
+                        f"{source.available}. Set `train_split`.")
+    origin = source.origin(task.train_split)
+    train = source.open(task.train_split)
+    names, mapping = _label_set(task, train, _first_row(task, train, task.train_split, origin))
+    train = _pipeline(task, train, task.train_split, origin, names, mapping)
+    info: Dict[str, Any] = {"origin": {task.train_split: origin}, "streaming": True, "carved": []}
+    splits = _own_eval_splits(task, source, names, mapping, info)
+    train, held_out = _hold_out_head(task, source, train, splits, info)
     for role in ("validation", "test"):
         if len(splits[role]) == 0:
             raise DataError(f"task '{task.name}': the {role} split is empty; the stream has too few rows.")
@@ -296,8 +261,48 @@ def load_stream_task(task: TaskConfig, cache_dir: Optional[str] = None):
         train = train.take(task.max_train_samples)  # the stream's first rows, not a seeded sample
     splits["train"] = train
     info["rows"] = {"validation": len(splits["validation"]), "test": len(splits["test"]), "train": None}
-    info["heldout_head_rows"] = len(head) * n_eval
+    info["heldout_head_rows"] = held_out
     return TaskData(name=task.name, splits=DatasetDict(splits), label_names=names, info=info)
+
+
+def _own_eval_splits(task: TaskConfig, source: _Source, names, mapping, info: Dict[str, Any]) -> Dict[str, Dataset]:
+    """Validation and test from the data's own splits, where it has them, as small tables."""
+    own: Dict[str, str] = {}
+    for role in ("validation", "test"):
+        split = getattr(task, f"{role}_split")
+        if split == task.train_split or split in own.values():
+            continue  # never two roles for one split
+        if source.available is not None and split not in source.available and split != role:
+            # a split the user named must exist (as in load_task)
+            raise DataError(f"task '{task.name}': {role} split '{split}' (from `{role}_split`) not found; the "
+                            f"data has splits {source.available}. Name one of those, or remove the option to hold "
+                            f"out the stream's first rows as the {role} split.")
+        if source.has_split(split):  # else: carved from the stream's head
+            own[role] = split
+    splits = {}
+    for role, split in own.items():
+        stream = _pipeline(task, source.open(split), split, source.origin(split), names, mapping)
+        key = [asdict(task), source.identity(split), role]
+        splits[role] = _materialise(stream, task.max_eval_samples, key, source.cache_dir)
+        info["origin"][split] = source.origin(split)
+    return splits
+
+
+def _hold_out_head(task: TaskConfig, source: _Source, train: IterableDataset, splits: Dict[str, Dataset],
+                   info: Dict[str, Any]) -> Tuple[IterableDataset, int]:
+    """The validation / test splits the data lacks, from the stream's first rows; returns the
+    training stream after them and how many rows were held out."""
+    n_eval = task.max_eval_samples or DEFAULT_EVAL_ROWS
+    head = [role for role in ("test", "validation") if role not in splits]
+    for i, role in enumerate(head):
+        # test is the first n rows, validation the next n: the same rows whatever the other role does
+        part = train.skip(i * n_eval).take(n_eval)
+        key = [asdict(task), source.identity(task.train_split), "head", i, n_eval]
+        splits[role] = _materialise(part, None, key, source.cache_dir)
+        info["carved"].append(role)
+    if not head:
+        return train, 0
+    return train.skip(len(head) * n_eval), len(head) * n_eval  # training never sees the rows held out above
 
 
 # ---------------------------------------------------------------------------- batches
@@ -309,28 +314,28 @@ class LengthGroupedStream(torch.utils.data.IterableDataset):
         batch_size (`int`): examples per batch (per process).
         seed (`int`): seed of the shuffle buffer and of the batch order; pass ``p`` over the
             stream uses ``seed + p`` (``IterableDataset.set_epoch``).
-        buffer_size (`int`, *optional*): shuffle buffer; defaults to the window size.
         group_by_length (`bool`): group each window by length (else windows keep stream order).
         rank / world_size (`int`): this process and the number of processes; each reads its own
             part of the stream (``split_dataset_by_node``).
         skip_batches (`int`): batches to skip first (a resumed run replays the seeded stream and
             drops what was already trained on, so it continues with the very next batch).
+        window_batches (`int`): batches per length-grouping window, and so the shuffle buffer's
+            size in batches.
 
     Passes over the stream repeat forever; the trainer stops at ``max_steps``. Memory is one
     shuffle buffer plus one window of examples, whatever the corpus size.
     """
 
-    def __init__(self, ds: IterableDataset, batch_size: int, seed: int = 0, buffer_size: Optional[int] = None,
-                 group_by_length: bool = True, rank: int = 0, world_size: int = 1, skip_batches: int = 0,
-                 window_batches: int = WINDOW_BATCHES):
+    def __init__(self, ds: IterableDataset, batch_size: int, seed: int = 0, group_by_length: bool = True,
+                 rank: int = 0, world_size: int = 1, skip_batches: int = 0,
+                 window_batches: int = LENGTH_GROUP_BATCHES):
         self.batch_size, self.seed, self.group_by_length = batch_size, seed, group_by_length
         self.window = window_batches * batch_size
         self.skip_batches = skip_batches
-        ds = ds.shuffle(seed=seed, buffer_size=buffer_size or self.window)
+        ds = ds.shuffle(seed=seed, buffer_size=self.window)
         # the same seeded shuffle on every process, then each keeps its own shard or every
         # world_size-th example: disjoint parts of one global order
         self.ds = split_dataset_by_node(ds, rank=rank, world_size=world_size) if world_size > 1 else ds
-        self.passes = 0  # completed passes over the stream
 
     def _window_batches(self, window: List[Dict], g: torch.Generator) -> List[List[Dict]]:
         if self.group_by_length:
@@ -355,7 +360,6 @@ class LengthGroupedStream(torch.utils.data.IterableDataset):
                     yield batch
             if not yielded:
                 raise DataError("the training stream has no rows (after filters and the held-out head).")
-            self.passes = p + 1
 
     def __iter__(self) -> Iterator[List[Dict]]:
         return itertools.islice(self.batches(), self.skip_batches, None)

@@ -24,6 +24,12 @@ from ..errors import ConfigError
 logger = logging.getLogger(__name__)
 
 TEXT_COLUMNS = ("text", "text_pair")
+# Tokenizers without a known limit report a huge model_max_length (int(1e30)); anything at or
+# above this is "no limit", not a length.
+NO_LIMIT = 1_000_000
+# The usual position limit of BERT-style encoders, assumed when neither the model nor the
+# tokenizer states one.
+FALLBACK_MAX_LENGTH = 512
 
 
 def model_max_length(tokenizer: PreTrainedTokenizerBase, model_config=None) -> int:
@@ -34,9 +40,9 @@ def model_max_length(tokenizer: PreTrainedTokenizerBase, model_config=None) -> i
         # RoBERTa-style models (RoBERTa, XLM-R, ...) offset positions by padding_idx + 1.
         offset = 2 if getattr(model_config, "model_type", "") in ("roberta", "xlm-roberta", "camembert") else 0
         limits.append(mpe - offset)
-    if tokenizer.model_max_length and tokenizer.model_max_length < 1_000_000:
+    if tokenizer.model_max_length and tokenizer.model_max_length < NO_LIMIT:
         limits.append(int(tokenizer.model_max_length))
-    return min(limits) if limits else 512
+    return min(limits) if limits else FALLBACK_MAX_LENGTH
 
 
 def check_max_length(max_length: int, tokenizer: PreTrainedTokenizerBase, model_config=None) -> None:
@@ -100,17 +106,15 @@ def tokenize_dataset(
     )
 
 
-def tokenize_stream(ds: IterableDataset, tokenizer: PreTrainedTokenizerBase, max_length: int,
-                    pair: Optional[bool] = None) -> IterableDataset:
+def tokenize_stream(ds: IterableDataset, tokenizer: PreTrainedTokenizerBase, max_length: int) -> IterableDataset:
     """Tokenize a stream lazily (``IterableDataset.map(batched=True)``): the same function and
     output columns as :func:`tokenize_dataset`, applied a batch at a time as rows are read.
 
     Nothing is cached: a stream is never materialised, so each run re-tokenizes what it reads
     (see ``streaming.py`` for why that is cheap next to training).
     """
-    if pair is None:
-        columns = ds.column_names or list(next(iter(ds.take(1)), {}))
-        pair = "text_pair" in columns
+    columns = ds.column_names or list(next(iter(ds.take(1)), {}))  # a stream may not know its columns
+    pair = "text_pair" in columns
     return ds.map(_Tokenize(tokenizer, max_length, pair), batched=True,
                   remove_columns=[c for c in TEXT_COLUMNS if c != "text_pair" or pair])
 

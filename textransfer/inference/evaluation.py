@@ -17,27 +17,25 @@ import argparse
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-import numpy as np
-
-from ..config import DEFAULT_METRICS
+from ..config import DEFAULT_METRICS, RunConfig
+from ..data.loading import load_task
 from ..errors import DataError
-from ..files import resolve_model
-from .predict import Predictor, read_chunks
+from ..files import RESULTS_FILE, atomic_write_text, check_output_dir, resolve_model, write_json
+from ..metrics.confusion import confusion_matrix, per_class
+from ..metrics.scores import compute_metrics
+from ..publish.report import plot_confusion_matrix
+from .predict import DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_ROWS, Predictor, read_chunks
+
+CONFIG_SUFFIXES = (".yaml", ".yml")  # --data naming a recipe rather than a data file
 
 
 def per_class_report(predictions: Sequence[int], references: Sequence[int], label_names: List[str]) -> Dict[str, Any]:
     """Precision, recall, F1 and support of every class, and the confusion matrix (rows: true)."""
-    n = len(label_names)
-    cm = np.zeros((n, n), dtype=np.int64)
-    np.add.at(cm, (np.asarray(references, dtype=np.int64), np.asarray(predictions, dtype=np.int64)), 1)
-    tp = np.diag(cm).astype(float)
-    pred, true = cm.sum(axis=0).astype(float), cm.sum(axis=1).astype(float)
-    # A class never predicted (or never present) scores 0, as scikit-learn's zero_division does.
-    precision = np.divide(tp, pred, out=np.zeros(n), where=pred > 0)
-    recall = np.divide(tp, true, out=np.zeros(n), where=true > 0)
-    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(n), where=(precision + recall) > 0)
-    classes = {name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
-                      "support": int(true[i])} for i, name in enumerate(label_names)}
+    cm = confusion_matrix(predictions, references, len(label_names))
+    scores = per_class(cm)
+    classes = {name: {"precision": float(scores.precision[i]), "recall": float(scores.recall[i]),
+                      "f1": float(scores.f1[i]), "support": int(scores.support[i])}
+               for i, name in enumerate(label_names)}
     return {"classes": classes, "confusion_matrix": cm.tolist()}
 
 
@@ -84,11 +82,7 @@ def _from_file(predictor: Predictor, path: str, text_column: str, label_column: 
     return predictions, references
 
 
-def _from_config(predictor: Predictor, path: str):
-    from ..config import RunConfig
-    from ..data.loading import load_task
-
-    cfg = RunConfig.from_yaml(path)
+def _from_config(predictor: Predictor, cfg: RunConfig, path: str):
     task = load_task(cfg.target, cache_dir=cfg.cache_dir)
     test = task.splits["test"]
     label2id = {n: i for i, n in enumerate(predictor.label_names)}
@@ -98,12 +92,13 @@ def _from_config(predictor: Predictor, path: str):
                         f"(its labels: {predictor.label_names}).")
     references = [label2id[task.label_names[i]] for i in test["labels"]]
     predictions = predictor.predict_encoded(predictor.tokenize(test["text"])).argmax(axis=1).tolist()
-    return predictions, references, cfg
+    return predictions, references
 
 
 def evaluate_model(model: str, data: str, text_column: str = "text", label_column: str = "label",
                    output_dir: Optional[str] = None, overwrite: bool = False, metrics: Optional[List[str]] = None,
-                   batch_size: int = 64, max_length: Optional[int] = None, chunk_rows: int = 4096) -> Dict[str, Any]:
+                   batch_size: int = DEFAULT_BATCH_SIZE, max_length: Optional[int] = None,
+                   chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Dict[str, Any]:
     """Metrics, per-class report and confusion matrix of ``model`` on ``data``.
 
     Args:
@@ -118,23 +113,13 @@ def evaluate_model(model: str, data: str, text_column: str = "text", label_colum
     Returns:
         ``{"metrics": ..., "per_class": ..., "confusion_matrix": ..., "rows": n, ...}``
     """
-    from ..metrics.scores import compute_metrics
-    from ..files import atomic_write_text, write_json
-    from ..publish.report import plot_confusion_matrix
-    from ..files import check_output_dir
-
     out = check_output_dir(output_dir, overwrite)
-    is_config = Path(data).suffix.lower() in (".yaml", ".yml")
-    if is_config:
-        from ..config import RunConfig
-
-        cfg = RunConfig.from_yaml(data)
-        run_config = resolve_model(model).run_config
-        if max_length is None and not run_config:
-            max_length = cfg.model.max_length
+    cfg = RunConfig.from_yaml(data) if Path(data).suffix.lower() in CONFIG_SUFFIXES else None
+    if cfg is not None and max_length is None and not resolve_model(model).run_config:
+        max_length = cfg.model.max_length  # a model folder or Hub id: the recipe's length
     predictor = Predictor.from_pretrained(model, max_length=max_length, batch_size=batch_size)
-    if is_config:
-        predictions, references, cfg = _from_config(predictor, data)
+    if cfg is not None:
+        predictions, references = _from_config(predictor, cfg, data)
         metrics = metrics or list(cfg.metrics)
     else:
         predictions, references = _from_file(predictor, data, text_column, label_column, chunk_rows)
@@ -153,25 +138,12 @@ def evaluate_model(model: str, data: str, text_column: str = "text", label_colum
 
 
 # ---------------------------------------------------------------------------- command line
-def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("model", help="run directory, saved model folder or Hub id")
-    parser.add_argument("--data", required=True, help="recipe YAML (its target test split) or a labelled data file")
-    parser.add_argument("--text-column", default="text", help="text column of a data file (default: text)")
-    parser.add_argument("--label-column", default="label", help="label column of a data file (default: label)")
-    parser.add_argument("--output-dir", help="where evaluation.json, per_class.txt, confusion_matrix.png go "
-                                             "(default: MODEL/evaluation for a run directory, else ./evaluation)")
-    parser.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --output-dir")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--max-length", type=int, help="tokens kept per text (default: as trained)")
-    parser.set_defaults(func=command)
-    return parser
-
-
 def command(args: argparse.Namespace) -> int:
+    """``textransfer evaluate`` (its arguments are defined in ``cli``)."""
     output_dir = args.output_dir
     if output_dir is None:
         run = Path(args.model)
-        output_dir = str(run / "evaluation") if (run / "results.json").is_file() else "evaluation"
+        output_dir = str(run / "evaluation") if (run / RESULTS_FILE).is_file() else "evaluation"
     result = evaluate_model(args.model, args.data, text_column=args.text_column, label_column=args.label_column,
                             output_dir=output_dir, overwrite=args.overwrite, batch_size=args.batch_size,
                             max_length=args.max_length)

@@ -29,19 +29,24 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pyarrow as pa
 import torch
 from tqdm.auto import tqdm
 
+from ..data.tokenization import model_max_length
 from ..errors import ConfigError, DataError, OutputDirError
 from ..files import resolve_model
+from .defaults import DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_ROWS
+from ..formats import FORMATS, PREDICT_FORMATS
 
-FORMATS = ("csv", "tsv", "jsonl", "parquet")
-_EXT = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+# extension -> the reader predict uses (.json and .ndjson files are read as JSON lines)
+_EXT = {ext: f.chunk_reader for f in FORMATS.values() if f.chunk_reader for ext in f.extensions}
 EMPTY_TEXT = "empty text"
+READ_BLOCK_BYTES = 1 << 20  # pyarrow reader block: what is read ahead of the chunk being parsed
+_SHOWN_EMPTY_ROWS = 10  # empty-text rows listed in the warning before "..."
 
 
 # ---------------------------------------------------------------------------- the model
@@ -66,36 +71,34 @@ class Predictor:
     model: torch.nn.Module
     tokenizer: object
     max_length: int
-    batch_size: int = 64
+    batch_size: int = DEFAULT_BATCH_SIZE
 
     @classmethod
-    def from_pretrained(cls, model: str, max_length: Optional[int] = None, batch_size: int = 64,
+    def from_pretrained(cls, model: str, max_length: Optional[int] = None, batch_size: int = DEFAULT_BATCH_SIZE,
                         revision: Optional[str] = None) -> "Predictor":
         """Load a run directory, a saved model folder or a Hub id.
 
         ``max_length`` defaults to the run's ``model.max_length`` for a run directory, else to
-        the smaller of the tokenizer's ``model_max_length`` and the model's position limit.
+        the longest input the model accepts (its tokenizer's and position embeddings' limit).
         """
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         from ..modeling.loading import quiet_transformers
 
+        if batch_size < 1:
+            raise ConfigError(f"--batch-size must be >= 1, got {batch_size}.")
         where = resolve_model(model)
-        path, run_config = where.path, where.run_config
         try:
             with quiet_transformers():
-                tok = AutoTokenizer.from_pretrained(path, revision=revision, use_fast=True)
-                mdl = AutoModelForSequenceClassification.from_pretrained(path, revision=revision)
+                tok = AutoTokenizer.from_pretrained(where.path, revision=revision, use_fast=True)
+                mdl = AutoModelForSequenceClassification.from_pretrained(where.path, revision=revision)
         except (OSError, ValueError) as err:
             raise ConfigError(f"model '{model}': cannot load it ({type(err).__name__}: "
                               f"{str(err).splitlines()[0] if str(err) else ''}).") from None
-        if max_length is None and run_config:
-            max_length = (run_config.get("model") or {}).get("max_length")
+        if max_length is None and where.run_config:
+            max_length = (where.run_config.get("model") or {}).get("max_length")
         if max_length is None:
-            limits = [tok.model_max_length, getattr(mdl.config, "max_position_embeddings", None)]
-            max_length = min(int(x) for x in limits if x and x < 1_000_000)
-        if batch_size < 1:
-            raise ConfigError(f"--batch-size must be >= 1, got {batch_size}.")
+            max_length = model_max_length(tok, mdl.config)
         mdl.eval()
         return cls(mdl, tok, int(max_length), batch_size)
 
@@ -152,9 +155,11 @@ class Predictor:
 
 # ---------------------------------------------------------------------------- reading
 def file_format(path: str, fmt: Optional[str] = None) -> str:
+    """The reader for ``path``: ``fmt`` if given, else told by the extension (``.json`` is read
+    as JSON lines)."""
     if fmt:
-        if fmt not in FORMATS:
-            raise ConfigError(f"unknown format '{fmt}'; use one of {', '.join(FORMATS)}.")
+        if fmt not in PREDICT_FORMATS:
+            raise ConfigError(f"unknown format '{fmt}'; use one of {', '.join(PREDICT_FORMATS)}.")
         return fmt
     ext = Path(path).suffix.lower()
     if ext not in _EXT:
@@ -180,8 +185,43 @@ def _rechunk(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.Table]
         yield pa.Table.from_batches(pending)
 
 
-def read_chunks(path: str, columns: Sequence[str], chunk_rows: int = 4096, fmt: Optional[str] = None,
-                block_bytes: int = 1 << 20) -> Iterator[pa.Table]:
+def _parquet_batches(path: str, columns: List[str], chunk_rows: int):
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    _check_columns(path, columns, pf.schema_arrow.names)
+    return pf.iter_batches(batch_size=chunk_rows, columns=columns)
+
+
+def _csv_batches(path: str, columns: List[str], fmt: str, block_bytes: int):
+    import pyarrow.csv as pcsv
+
+    # newlines_in_values: reviews hold line breaks inside quoted fields. use_threads=False:
+    # the threaded reader reads ahead, and peak memory then grew with the file (measured).
+    parse = pcsv.ParseOptions(delimiter=FORMATS[fmt].delimiter, newlines_in_values=True)
+
+    def open_csv(convert):
+        return pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=block_bytes, use_threads=False),
+                             parse_options=parse, convert_options=convert)
+
+    _check_columns(path, columns, open_csv(pcsv.ConvertOptions(column_types={})).schema.names)
+    return open_csv(pcsv.ConvertOptions(include_columns=columns, column_types={c: pa.string() for c in columns}))
+
+
+def _jsonl_batches(path: str, columns: List[str], block_bytes: int):
+    import pyarrow.json as pjson
+
+    # The text column (the first) gets an explicit type: inference on the first block
+    # would read a text column that starts with nulls as null-typed and fail on the
+    # first string further on. Other columns (labels) keep their inferred types.
+    schema = pa.schema([(columns[0], pa.string())])
+    return pjson.open_json(path, read_options=pjson.ReadOptions(block_size=block_bytes),
+                           parse_options=pjson.ParseOptions(explicit_schema=schema,
+                                                            unexpected_field_behavior="infer"))
+
+
+def read_chunks(path: str, columns: Sequence[str], chunk_rows: int = DEFAULT_CHUNK_ROWS, fmt: Optional[str] = None,
+                block_bytes: int = READ_BLOCK_BYTES) -> Iterator[pa.Table]:
     """Stream ``columns`` of a csv/tsv/jsonl/parquet file as tables of at most ``chunk_rows`` rows.
 
     Never holds more than a chunk (plus one reader block of ``block_bytes``) in memory. Raises a
@@ -193,40 +233,14 @@ def read_chunks(path: str, columns: Sequence[str], chunk_rows: int = 4096, fmt: 
     columns = list(columns)
     try:
         if fmt == "parquet":
-            import pyarrow.parquet as pq
-
-            pf = pq.ParquetFile(path)
-            _check_columns(path, columns, pf.schema_arrow.names)
-            batches = pf.iter_batches(batch_size=chunk_rows, columns=columns)
-        elif fmt in ("csv", "tsv"):
-            import pyarrow.csv as pcsv
-
-            # newlines_in_values: reviews hold line breaks inside quoted fields. use_threads=False:
-            # the threaded reader reads ahead, and peak memory then grew with the file (measured).
-            parse = pcsv.ParseOptions(delimiter="\t" if fmt == "tsv" else ",", newlines_in_values=True)
-            header = pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=block_bytes, use_threads=False),
-                                   parse_options=parse,
-                                   convert_options=pcsv.ConvertOptions(column_types={})).schema.names
-            _check_columns(path, columns, header)
-            convert = pcsv.ConvertOptions(include_columns=columns,
-                                          column_types={c: pa.string() for c in columns})
-            batches = pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=block_bytes, use_threads=False),
-                                    parse_options=parse, convert_options=convert)
+            batches = _parquet_batches(path, columns, chunk_rows)
+        elif fmt == "jsonl":
+            batches = _jsonl_batches(path, columns, block_bytes)
         else:
-            import pyarrow.json as pjson
-
-            # The text column (the first) gets an explicit type: inference on the first block
-            # would read a text column that starts with nulls as null-typed and fail on the
-            # first string further on. Other columns (labels) keep their inferred types.
-            schema = pa.schema([(columns[0], pa.string())])
-            batches = pjson.open_json(path, read_options=pjson.ReadOptions(block_size=block_bytes),
-                                      parse_options=pjson.ParseOptions(explicit_schema=schema,
-                                                                       unexpected_field_behavior="infer"))
-        seen = 0
-        for table in _rechunk(iter(batches), chunk_rows):
-            if fmt == "jsonl" and seen == 0:
+            batches = _csv_batches(path, columns, fmt, block_bytes)
+        for i, table in enumerate(_rechunk(iter(batches), chunk_rows)):
+            if fmt == "jsonl" and i == 0:
                 _check_jsonl_columns(path, columns, table)
-            seen += table.num_rows
             yield table.select(columns)
     except pa.ArrowInvalid as err:
         raise DataError(f"cannot read '{path}' as {fmt}: {err}") from None
@@ -262,12 +276,12 @@ def count_rows(path: str, fmt: Optional[str] = None) -> Optional[int]:
 
 # ---------------------------------------------------------------------------- writing
 class _Writer:
-    """Rows out as they come: csv/tsv/jsonl/parquet through a temp file renamed at the end."""
+    """Rows out as they come: csv/tsv/jsonl/parquet (by ``output``'s extension; csv on stdout
+    without one) through a temp file renamed at the end."""
 
-    def __init__(self, output: Optional[str], fmt: Optional[str], schema: pa.Schema):
+    def __init__(self, output: Optional[str], schema: pa.Schema):
         self.output = output
-        self.schema = schema
-        self.fmt = file_format(output, fmt) if output else "csv"
+        self.fmt = file_format(output) if output else "csv"
         if output:
             target = Path(output)
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -284,8 +298,8 @@ class _Writer:
         elif self.fmt in ("csv", "tsv"):
             import pyarrow.csv as pcsv
 
-            self.writer = pcsv.CSVWriter(self.sink, schema,
-                                         write_options=pcsv.WriteOptions(delimiter="\t" if self.fmt == "tsv" else ","))
+            options = pcsv.WriteOptions(delimiter=FORMATS[self.fmt].delimiter)
+            self.writer = pcsv.CSVWriter(self.sink, schema, write_options=options)
         else:
             self.writer = None
             self.handle = open(self.sink, "w") if self.tmp else sys.stdout
@@ -313,17 +327,88 @@ class _Writer:
                     Path(self.tmp).unlink(missing_ok=True)
 
 
+# ---------------------------------------------------------------------------- predicting a file
 @dataclass
 class PredictSummary:
+    """What ``predict_file`` did: rows written, the 1-based rows with empty text, the output."""
+
     rows: int
     empty_rows: List[int]
     output: Optional[str]
 
 
+def check_output_file(output: Optional[str], overwrite: bool) -> None:
+    """Refuse to replace an existing ``--output`` unless asked (checked before the model loads)."""
+    if output and Path(output).exists() and not overwrite:
+        raise OutputDirError(f"--output '{output}' already exists; nothing was written. Choose another file or "
+                             f"pass --overwrite to replace it.")
+
+
+def _output_schema(names: List[str], all_scores: bool) -> pa.Schema:
+    fields = [("row", pa.int64()), ("label", pa.string()), ("score", pa.float64())]
+    if all_scores:
+        fields += [(f"score_{n}", pa.float64()) for n in names]
+    fields.append(("error", pa.string()))
+    return pa.schema(fields)
+
+
+def _read_ahead(pool: ThreadPoolExecutor, tables: Iterator[pa.Table], prepare: Callable):
+    """``prepare(table)`` for each table, the next one prepared on ``pool`` while the caller
+    works on this one: the Rust tokenizer and pyarrow release the GIL, so the two overlap on
+    separate cores."""
+
+    def prepare_next():
+        table = next(tables, None)
+        return None if table is None else prepare(table)
+
+    pending = pool.submit(prepare_next)
+    while True:
+        item = pending.result()
+        if item is None:
+            return
+        pending = pool.submit(prepare_next)
+        yield item
+
+
+def _nullable(values: np.ndarray) -> pa.Array:
+    """Floats with NaN written as null (no score for a row without text)."""
+    return pa.array(values, pa.float64(), mask=np.isnan(values))
+
+
+def _labelled_table(probs: np.ndarray, n: int, keep: List[int], first_row: int, names: List[str],
+                    all_scores: bool, schema: pa.Schema) -> Tuple[pa.Table, List[int]]:
+    """The output rows of one chunk of ``n`` input rows, of which those at ``keep`` had text and
+    have ``probs``; and the row numbers of those without text."""
+    label = np.full(n, None, dtype=object)
+    score = np.full(n, np.nan)
+    error = np.full(n, EMPTY_TEXT, dtype=object)
+    full = np.full((n, len(names)), np.nan)
+    if keep:
+        idx = np.asarray(keep)
+        top = probs.argmax(axis=1)
+        label[idx] = np.asarray(names, dtype=object)[top]
+        score[idx] = probs[np.arange(len(keep)), top]
+        error[idx] = None
+        full[idx] = probs
+    rows = np.arange(first_row, first_row + n)
+    cols = {"row": pa.array(rows, pa.int64()), "label": pa.array(label, pa.string()), "score": _nullable(score)}
+    if all_scores:
+        cols.update({f"score_{name}": _nullable(full[:, j]) for j, name in enumerate(names)})
+    cols["error"] = pa.array(error, pa.string())
+    empty_rows = [int(r) for r in rows[error != None]]  # noqa: E711 (elementwise)
+    return pa.table(cols, schema=schema), empty_rows
+
+
+def _warn_empty(empty: List[int], rows: int) -> None:
+    if empty:
+        shown = ", ".join(map(str, empty[:_SHOWN_EMPTY_ROWS])) + (", ..." if len(empty) > _SHOWN_EMPTY_ROWS else "")
+        print(f"warning: {len(empty)} of {rows} rows have empty text (rows {shown}); they are in the output "
+              f"with an empty label and error='{EMPTY_TEXT}'.", file=sys.stderr)
+
+
 def predict_file(predictor: Predictor, input_path: str, text_column: str = "text", output: Optional[str] = None,
-                 all_scores: bool = False, overwrite: bool = False, chunk_rows: int = 4096,
-                 input_format: Optional[str] = None, output_format: Optional[str] = None,
-                 progress: bool = True) -> PredictSummary:
+                 all_scores: bool = False, overwrite: bool = False, chunk_rows: int = DEFAULT_CHUNK_ROWS,
+                 input_format: Optional[str] = None, progress: bool = True) -> PredictSummary:
     """Label every row of ``input_path`` and write ``row, label, score[, score_<label>...], error``.
 
     Args:
@@ -334,21 +419,16 @@ def predict_file(predictor: Predictor, input_path: str, text_column: str = "text
         all_scores (`bool`): also write each class's probability.
         overwrite (`bool`): replace an existing ``output``.
         chunk_rows (`int`): rows read, tokenized and sorted together; memory is bounded by it.
+        input_format (`str`, *optional*): the input's format when its extension does not tell.
 
     Returns:
         A `PredictSummary`: rows written and the 1-based row numbers of rows with empty text.
     """
-    if output and Path(output).exists() and not overwrite:
-        raise OutputDirError(f"--output '{output}' already exists; nothing was written. Choose another file or "
-                             f"pass --overwrite to replace it.")
+    check_output_file(output, overwrite)
     if chunk_rows < 1:
         raise ConfigError(f"chunk size must be >= 1, got {chunk_rows}.")
     names = predictor.label_names
-    fields = [("row", pa.int64()), ("label", pa.string()), ("score", pa.float64())]
-    if all_scores:
-        fields += [(f"score_{n}", pa.float64()) for n in names]
-    fields.append(("error", pa.string()))
-    schema = pa.schema(fields)
+    schema = _output_schema(names, all_scores)
     chunks = read_chunks(input_path, [text_column], chunk_rows=chunk_rows, fmt=input_format)
 
     def prepare(table: pa.Table):
@@ -356,45 +436,17 @@ def predict_file(predictor: Predictor, input_path: str, text_column: str = "text
         keep = [i for i, t in enumerate(texts) if t is not None and t.strip()]
         return len(texts), keep, predictor.tokenize([texts[i] for i in keep])
 
-    writer = _Writer(output, output_format, schema)
-    ok = False
-    empty: List[int] = []
-    done = 0
+    writer = _Writer(output, schema)
+    ok, empty, done = False, [], 0
     bar = tqdm(total=count_rows(input_path, input_format), unit="rows", desc="predict", disable=not progress,
                file=sys.stderr)
-    # The next chunk is read and tokenized on a worker thread while the model runs on this one:
-    # the Rust tokenizer and pyarrow release the GIL, so the two overlap on separate cores.
     pool = ThreadPoolExecutor(max_workers=1)
     try:
-        pending = pool.submit(lambda: next((prepare(t) for t in chunks), None))
-        while True:
-            item = pending.result()
-            if item is None:
-                break
-            pending = pool.submit(lambda: next((prepare(t) for t in chunks), None))
-            n, keep, encoded = item
+        for n, keep, encoded in _read_ahead(pool, chunks, prepare):
             probs = predictor.predict_encoded(encoded)
-            label = np.full(n, None, dtype=object)
-            score = np.full(n, np.nan)
-            error = np.full(n, EMPTY_TEXT, dtype=object)
-            if keep:
-                idx = np.asarray(keep)
-                top = probs.argmax(axis=1)
-                label[idx] = np.asarray(names, dtype=object)[top]
-                score[idx] = probs[np.arange(len(keep)), top]
-                error[idx] = None
-            rows = np.arange(done + 1, done + n + 1)
-            empty.extend(int(r) for r in rows[error != None])  # noqa: E711 (elementwise)
-            cols = {"row": pa.array(rows, pa.int64()), "label": pa.array(label, pa.string()),
-                    "score": pa.array(score, pa.float64(), mask=np.isnan(score))}
-            if all_scores:
-                full = np.full((n, len(names)), np.nan)
-                if keep:
-                    full[np.asarray(keep)] = probs
-                for j, name in enumerate(names):
-                    cols[f"score_{name}"] = pa.array(full[:, j], pa.float64(), mask=np.isnan(full[:, j]))
-            cols["error"] = pa.array(error, pa.string())
-            writer.write(pa.table(cols, schema=schema))
+            table, empty_rows = _labelled_table(probs, n, keep, done + 1, names, all_scores, schema)
+            empty.extend(empty_rows)
+            writer.write(table)
             done += n
             bar.update(n)
         ok = True
@@ -402,35 +454,14 @@ def predict_file(predictor: Predictor, input_path: str, text_column: str = "text
         pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
         writer.close(ok)
-    if empty:
-        shown = ", ".join(map(str, empty[:10])) + (", ..." if len(empty) > 10 else "")
-        print(f"warning: {len(empty)} of {done} rows have empty text (rows {shown}); they are in the output "
-              f"with an empty label and error='{EMPTY_TEXT}'.", file=sys.stderr)
+    _warn_empty(empty, done)
     return PredictSummary(rows=done, empty_rows=empty, output=output)
 
 
 # ---------------------------------------------------------------------------- command line
-def add_arguments(parser):
-    parser.add_argument("model", help="run directory, saved model folder or Hub id")
-    parser.add_argument("--input", required=True, help="csv, tsv, jsonl or parquet file")
-    parser.add_argument("--text-column", default="text", help="column holding the text (default: text)")
-    parser.add_argument("--output", help="csv/tsv/jsonl/parquet file, by extension (default: csv on stdout)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
-    parser.add_argument("--all-scores", action="store_true", help="also write each label's probability")
-    parser.add_argument("--batch-size", type=int, default=64, help="rows per forward pass (default: 64)")
-    parser.add_argument("--max-length", type=int, help="tokens kept per text (default: as trained)")
-    parser.add_argument("--chunk-size", type=int, default=4096,
-                        help="rows read, tokenized and length-sorted together; bounds memory (default: 4096)")
-    parser.add_argument("--input-format", choices=FORMATS, help="when the extension does not tell")
-    parser.add_argument("--revision", help="Hub revision of MODEL")
-    parser.set_defaults(func=command)
-    return parser
-
-
 def command(args) -> int:
-    if args.output and Path(args.output).exists() and not args.overwrite:  # before loading the model
-        raise OutputDirError(f"--output '{args.output}' already exists; nothing was written. Choose another "
-                             f"file or pass --overwrite to replace it.")
+    """``textransfer predict`` (its arguments are defined in ``cli``)."""
+    check_output_file(args.output, args.overwrite)  # before loading the model
     predictor = Predictor.from_pretrained(args.model, max_length=args.max_length, batch_size=args.batch_size,
                                           revision=args.revision)
     summary = predict_file(predictor, args.input, text_column=args.text_column, output=args.output,

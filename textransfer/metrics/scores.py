@@ -19,6 +19,7 @@ import evaluate
 import numpy as np
 
 from ..errors import ConfigError
+from .confusion import ClassScores, confusion_matrix, macro_average, per_class
 
 logger = logging.getLogger(__name__)
 
@@ -27,25 +28,14 @@ logger = logging.getLogger(__name__)
 AVERAGED = ("f1", "precision", "recall")
 
 
-def _confusion(predictions, references, num_labels=None):
+def _present_class_scores(predictions, references) -> ClassScores:
+    """Per-class scores over the labels that occur in either list, as scikit-learn counts them
+    (an offline metric is not told how many classes there are)."""
     p = np.asarray(predictions, dtype=np.int64)
     r = np.asarray(references, dtype=np.int64)
-    labels = np.union1d(p, r) if num_labels is None else np.arange(num_labels)
-    return p, r, labels
-
-
-def _per_class(predictions, references):
-    p, r, labels = _confusion(predictions, references)
-    tp = np.array([np.sum((p == c) & (r == c)) for c in labels], dtype=np.float64)
-    pred_pos = np.array([np.sum(p == c) for c in labels], dtype=np.float64)
-    true_pos = np.array([np.sum(r == c) for c in labels], dtype=np.float64)
-    # Classes with no predicted (or no true) examples score 0, as scikit-learn's
-    # zero_division="warn" does, so offline and Hub numbers agree.
-    precision = np.divide(tp, pred_pos, out=np.zeros_like(tp), where=pred_pos > 0)
-    recall = np.divide(tp, true_pos, out=np.zeros_like(tp), where=true_pos > 0)
-    denom = precision + recall
-    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
-    return precision, recall, f1
+    labels = np.union1d(p, r)
+    conf = confusion_matrix(np.searchsorted(labels, p), np.searchsorted(labels, r), len(labels))
+    return per_class(conf)
 
 
 def _info(name: str, description: str) -> evaluate.MetricInfo:
@@ -70,37 +60,36 @@ class Accuracy(evaluate.Metric):
 
 
 class _Averaged(evaluate.Metric):
-    key = ""
-    index = 0  # position in _per_class's (precision, recall, f1)
+    key = ""  # the ClassScores field it averages, and the key it reports
 
     def _info(self):
         return _info(self.key, f"{self.key} averaged over classes (macro by default).")
 
     def _compute(self, predictions, references, average="macro", **_):
-        values = _per_class(predictions, references)[self.index]
+        scores = _present_class_scores(predictions, references)
+        values = getattr(scores, self.key)
         if average == "macro":
-            return {self.key: float(values.mean())}
+            return {self.key: float(macro_average(values))}
         if average is None:
             return {self.key: values.tolist()}
         if average == "micro":
             return {self.key: float(np.mean(np.asarray(predictions) == np.asarray(references)))}
         if average == "weighted":
-            _, r, labels = _confusion(predictions, references)
-            support = np.array([np.sum(r == c) for c in labels], dtype=np.float64)
+            support = scores.support.astype(np.float64)
             return {self.key: float((values * support).sum() / support.sum())}
         raise ValueError(f"average={average!r} is not supported by the offline {self.key} metric.")
 
 
 class Precision(_Averaged):
-    key, index = "precision", 0
+    key = "precision"
 
 
 class Recall(_Averaged):
-    key, index = "recall", 1
+    key = "recall"
 
 
 class F1(_Averaged):
-    key, index = "f1", 2
+    key = "f1"
 
 
 OFFLINE_METRICS = {"accuracy": Accuracy, "f1": F1, "precision": Precision, "recall": Recall}

@@ -13,23 +13,22 @@ from typing import Dict, Sequence
 
 import numpy as np
 
+from .confusion import confusion_matrix, macro_average, per_class
 from .scores import AVERAGED
+
+
+# Resamples drawn and scored at once: a (chunk, n) index array bounds memory on large test
+# sets. The draws are made a chunk at a time, so this is part of what a seed reproduces.
+RESAMPLES_PER_CHUNK = 200
+# the two-sided 95% interval of the paired difference
+INTERVAL_PERCENTILES = (2.5, 97.5)
 
 
 def _scores(pred: np.ndarray, ref: np.ndarray, num_labels: int) -> Dict[str, np.ndarray]:
     """Accuracy and macro P/R/F1 for each row of (resamples, n) arrays, vectorised."""
-    correct = pred == ref
-    out = {"accuracy": correct.mean(axis=1)}
-    precision, recall = [], []
-    for c in range(num_labels):
-        tp = (correct & (ref == c)).sum(axis=1).astype(np.float64)
-        pp = (pred == c).sum(axis=1)
-        tt = (ref == c).sum(axis=1)
-        precision.append(np.divide(tp, pp, out=np.zeros_like(tp), where=pp > 0))
-        recall.append(np.divide(tp, tt, out=np.zeros_like(tp), where=tt > 0))
-    p, r = np.stack(precision), np.stack(recall)
-    f1 = np.divide(2 * p * r, p + r, out=np.zeros_like(p), where=(p + r) > 0)
-    out.update({"precision": p.mean(axis=0), "recall": r.mean(axis=0), "f1": f1.mean(axis=0)})
+    scores = per_class(confusion_matrix(pred, ref, num_labels))
+    out = {"accuracy": (pred == ref).mean(axis=1)}
+    out.update({name: macro_average(getattr(scores, name)) for name in AVERAGED})
     return out
 
 
@@ -40,7 +39,6 @@ def paired_bootstrap(
     num_labels: int,
     resamples: int = 1000,
     seed: int = 0,
-    chunk: int = 200,
 ) -> Dict[str, Dict[str, float]]:
     """95% intervals of ``metric(transfer) - metric(baseline)`` for accuracy and macro P/R/F1.
 
@@ -54,8 +52,8 @@ def paired_bootstrap(
         return {}
     rng = np.random.default_rng(seed)
     diffs: Dict[str, list] = {k: [] for k in ("accuracy",) + AVERAGED}
-    for start in range(0, resamples, chunk):
-        m = min(chunk, resamples - start)
+    for start in range(0, resamples, RESAMPLES_PER_CHUNK):
+        m = min(RESAMPLES_PER_CHUNK, resamples - start)
         idx = rng.integers(0, n, size=(m, n))
         st, sb = _scores(t[idx], y[idx], num_labels), _scores(b[idx], y[idx], num_labels)
         for k in diffs:
@@ -63,5 +61,6 @@ def paired_bootstrap(
     out = {}
     for k, parts in diffs.items():
         d = np.concatenate(parts)
-        out[k] = {"low": float(np.percentile(d, 2.5)), "high": float(np.percentile(d, 97.5)), "std": float(d.std())}
+        low, high = (float(np.percentile(d, q)) for q in INTERVAL_PERCENTILES)
+        out[k] = {"low": low, "high": high, "std": float(d.std())}
     return out

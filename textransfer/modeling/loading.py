@@ -23,6 +23,7 @@ from transformers.utils import logging as hf_logging
 
 from ..config import ModelConfig
 from ..errors import ConfigError
+from ..files import make_temp_dir
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +123,8 @@ def load_for_classification(cfg: ModelConfig, label_names: List[str]) -> PreTrai
     return attach_head(encoder, label_names)
 
 
-def _set_labels(config, label_names: List[str]) -> None:
+def set_labels(config, label_names: List[str]) -> None:
+    """Give a model config the labels of a task: `num_labels`, `id2label` and `label2id`."""
     config.num_labels = len(label_names)
     config.id2label = {i: name for i, name in enumerate(label_names)}
     config.label2id = {name: i for i, name in enumerate(label_names)}
@@ -140,7 +142,7 @@ def attach_head(encoder: PreTrainedModel, label_names: List[str], seed: Optional
     """
     base = encoder.base_model
     config = base.config.__class__.from_dict(base.config.to_dict())
-    _set_labels(config, label_names)
+    set_labels(config, label_names)
     if seed is not None:
         torch.manual_seed(seed)
     with quiet_transformers():
@@ -188,11 +190,10 @@ def save_model_atomically(model: PreTrainedModel, tokenizer, final: Path, finish
     ``finish(tmp)``, when given, adds files (e.g. the model card) before the rename.
     """
     import shutil
-    import tempfile
 
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
+    tmp = make_temp_dir(final.parent, prefix=f".{final.name}.")
     try:
         save_model(model, tokenizer, tmp)
         if finish is not None:

@@ -14,7 +14,7 @@ stays as it was.
 Example:
 
 ```python
-from textransfer.card import write_card
+from textransfer.publish.card import write_card
 write_card("runs/demo/model", results, cfg.to_dict(), repo_id="me/news-to-reviews")
 ```
 """
@@ -28,6 +28,8 @@ from typing import Any, Dict, List, Optional
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..files import atomic_write_text
+from ..training.results import RunResults, as_run_results
+from .report import Results, format_interval, format_score
 
 BEGIN = "<!-- textransfer:begin (generated; edits between these markers are replaced on the next run) -->"
 END = "<!-- textransfer:end -->"
@@ -51,15 +53,10 @@ def _hub_model_id(name: Optional[str]) -> Optional[str]:
     return name
 
 
-def _fmt(v, signed: bool = False) -> str:
-    if not isinstance(v, (int, float)):
-        return "-"
-    return f"{v:+.4f}" if signed else f"{v:.4f}"
-
-
-def card_data(results: Dict[str, Any], config: Dict[str, Any], model_name: str) -> ModelCardData:
+def card_data(results: Results, config: Dict[str, Any], model_name: str) -> ModelCardData:
     """The YAML metadata: library, pipeline, base model, datasets, tags and the target metrics."""
-    target = results["target"]
+    results = as_run_results(results)
+    target = results.target
     target_cfg = config.get("target") or {}
     dataset_id = _hub_dataset_id(target_cfg)
     datasets: List[str] = [d for d in (_hub_dataset_id(config.get("source")), dataset_id) if d]
@@ -68,21 +65,21 @@ def card_data(results: Dict[str, Any], config: Dict[str, Any], model_name: str) 
         EvalResult(
             task_type="text-classification",
             task_name="Text Classification",
-            dataset_type=dataset_id or target["task"],
-            dataset_name=target["task"],
+            dataset_type=dataset_id or target.task,
+            dataset_name=target.task,
             dataset_config=target_cfg.get("dataset_config"),
             dataset_split=split,
             metric_type=name,
             metric_name=f"{name} (macro)" if name in ("f1", "precision", "recall") else name,
             metric_value=round(float(value), 4),
         )
-        for name, value in target["transfer"]["metrics"].items()
+        for name, value in target.transfer.metrics.items()
         if isinstance(value, (int, float))
     ]
     return ModelCardData(
         library_name="transformers",
         pipeline_tag="text-classification",
-        base_model=_hub_model_id(results.get("model") or (config.get("model") or {}).get("name_or_path")),
+        base_model=_hub_model_id(base_model_name(results, config)),
         datasets=datasets or None,
         tags=list(TAGS),
         metrics=[e.metric_type for e in evals] or None,
@@ -91,19 +88,24 @@ def card_data(results: Dict[str, Any], config: Dict[str, Any], model_name: str) 
     )
 
 
-def _stage_rows(config: Dict[str, Any], results: Dict[str, Any]) -> List[str]:
+def base_model_name(results: RunResults, config: Dict[str, Any]) -> Optional[str]:
+    return results.model or (config.get("model") or {}).get("name_or_path")
+
+
+def _stage_rows(config: Dict[str, Any], results: RunResults) -> List[str]:
     rows = ["| stage | epochs | batch size | learning rate | optimiser steps | best epoch | train time (s) |",
             "| --- | --- | --- | --- | --- | --- | --- |"]
-    stages = [("source", config.get("source_training") or {}, results.get("source")),
-              ("target (transfer)", config.get("target_training") or {}, results["target"].get("transfer")),
-              ("baseline", config.get("target_training") or {}, results["target"].get("baseline"))]
+    stages = [("source", config.get("source_training") or {}, results.source),
+              ("target (transfer)", config.get("target_training") or {}, results.target.transfer),
+              ("baseline", config.get("target_training") or {}, results.target.baseline)]
     for name, args, summary in stages:
-        if not summary:
+        if summary is None:
             continue
         epochs = args.get("max_steps") and f"max {args['max_steps']} steps" or args.get("num_epochs", "-")
+        # a stage that trained nothing has no best epoch
+        best_epoch = summary.best_epoch if summary.trained else "-"
         rows.append(f"| {name} | {epochs} | {args.get('batch_size', '-')} | {args.get('learning_rate', '-')} | "
-                    f"{summary.get('optimizer_steps', '-')} | {summary.get('best_epoch', '-')} | "
-                    f"{summary.get('train_time_s', '-')} |")
+                    f"{summary.optimizer_steps} | {best_epoch} | {summary.train_time_s} |")
     return rows
 
 
@@ -124,75 +126,84 @@ def _freezing(args: Dict[str, Any], params: Dict[str, Any]) -> str:
     return what
 
 
-def card_body(results: Dict[str, Any], config: Dict[str, Any], repo_id: Optional[str] = None) -> str:
+def card_body(results: Results, config: Dict[str, Any], repo_id: Optional[str] = None) -> str:
     """The Markdown between the markers."""
-    target = results["target"]
-    source = results.get("source")
-    base = results.get("model") or (config.get("model") or {}).get("name_or_path")
-    # results.json holds the strategy's config ({"name": ..., options}); older runs hold a name
-    strategy_cfg = results.get("strategy") or {"name": "finetune"}
-    if isinstance(strategy_cfg, str):
-        strategy_cfg = {"name": strategy_cfg}
-    strategy = strategy_cfg["name"]
-    options = ", ".join(f"{k}={v}" for k, v in strategy_cfg.items() if k != "name")
-    target_args = config.get("target_training") or {}
-    labels = target["label_names"]
-    lines = [BEGIN, "", f"# {repo_id.split('/')[-1] if repo_id else target['task'] + ' classifier'}", "",
-             f"A `{target['task']}` text classifier ({len(labels)} labels) made with "
-             f"[textransfer](https://github.com/textransfer/textransfer) by transfer learning.", "",
-             "## Lineage", ""]
-    chain = [f"`{base}` (pretrained encoder)"]
-    if source:
-        chain.append(f"source task `{source['task']}` ({len(source.get('label_names', []))} labels)")
-    chain.append(f"target task `{target['task']}`")
-    lines += [" -> ".join(chain), "",
-              f"- Transfer strategy: `{strategy}`" + (f" ({options})" if options else "") + ("" if source else " (no source stage: trained on the target only)"),
-              f"- Target-stage freezing: {_freezing(target_args, target['transfer'].get('parameters') or {})}",
-              f"- Tokens kept per text: {(config.get('model') or {}).get('max_length', '-')}; "
-              f"seed {results.get('seed', config.get('seed', '-'))}",
-              "", "## Training", ""]
-    lines += _stage_rows(config, results)
-    data = target.get("data") or {}
-    if data.get("rows"):
-        lines += ["", "Target rows per split: " + ", ".join(f"{k} {v:,}" for k, v in data["rows"].items()) + "."]
-
-    lines += ["", "## Results", "",
-              f"Test split of `{target['task']}` ({target.get('test_rows', '?')} rows). The baseline is the same "
-              f"target training from `{base}` without the source stage; the interval is a paired bootstrap "
-              f"over test examples.", "",
-              "| metric | transfer | baseline (no transfer) | gain | gain 95% CI |", "| --- | --- | --- | --- | --- |"]
-    tm = target["transfer"]["metrics"]
-    bm = (target.get("baseline") or {}).get("metrics") or {}
-    gains = results.get("gain") or {}
-    cis = results.get("gain_ci") or {}
-    for name, value in tm.items():
-        ci = cis.get(name)
-        lines.append(f"| {name} | {_fmt(value)} | {_fmt(bm.get(name))} | {_fmt(gains.get(name), signed=True)} | "
-                     + (f"[{ci['low']:+.4f}, {ci['high']:+.4f}]" if ci else "-") + " |")
-    if results.get("verdict"):
-        lines += ["", results["verdict"]]
-
+    results = as_run_results(results)
+    target = results.target
+    lines = [BEGIN, "", f"# {repo_id.split('/')[-1] if repo_id else target.task + ' classifier'}", "",
+             f"A `{target.task}` text classifier ({len(target.label_names)} labels) made with "
+             f"[textransfer](https://github.com/textransfer/textransfer) by transfer learning.", ""]
+    lines += _lineage(results, config)
+    lines += ["", "## Training", ""] + _stage_rows(config, results)
+    rows = target.data.rows
+    if rows:
+        lines += ["", "Target rows per split: " + ", ".join(f"{k} {v:,}" for k, v in rows.items()) + "."]
+    lines += _results_section(results, config)
     lines += ["", "## Labels", "", "| id | label |", "| --- | --- |"]
-    lines += [f"| {i} | {name} |" for i, name in enumerate(labels)]
-
-    ref = repo_id or "path/to/model"
-    lines += ["", "## Usage", "", "```python", "from transformers import pipeline", "",
-              f'classifier = pipeline("text-classification", model="{ref}")',
-              'print(classifier("A wonderful little gadget."))', "```", "", "Or for a whole file:", "", "```",
-              f"textransfer predict {ref} --input texts.csv --text-column text --output predictions.csv", "```",
-              "", "## Limitations", ""]
-    if results.get("negative_transfer"):
-        primary = (results.get("noise_test") or {}).get("metric", "accuracy")
-        lines.append(f"- **Negative transfer**: on `{target['task']}` this transfer model is worse than the "
-                     f"no-transfer baseline beyond noise ({primary} gain {_fmt(gains.get(primary), signed=True)}, "
-                     f"95% CI entirely below 0). The baseline model is the better choice for this task.")
-    elif results.get("negative_transfer") is None:
-        lines.append("- No baseline was trained, so whether the source stage helped is unknown.")
-    lines += [f"- Trained and tested on `{target['task']}` only; expect lower scores on text from other domains.",
-              f"- Texts longer than {(config.get('model') or {}).get('max_length', 'the training length')} tokens "
-              f"are truncated.",
-              "- The figures above come from one run with one seed.", "", END]
+    lines += [f"| {i} | {name} |" for i, name in enumerate(target.label_names)]
+    lines += _usage(repo_id or "path/to/model")
+    lines += _limitations(results, config) + [END]
     return "\n".join(lines)
+
+
+def _lineage(results: RunResults, config: Dict[str, Any]) -> List[str]:
+    """Base encoder -> source task -> target task, the strategy and what was frozen."""
+    target, source = results.target, results.source
+    # results.json holds the strategy's config ({"name": ..., options}); older runs hold a name
+    strategy_cfg = {"name": results.strategy} if isinstance(results.strategy, str) else results.strategy
+    options = ", ".join(f"{k}={v}" for k, v in strategy_cfg.items() if k != "name")
+    chain = [f"`{base_model_name(results, config)}` (pretrained encoder)"]
+    if source is not None:
+        chain.append(f"source task `{source.task}` ({len(source.label_names or [])} labels)")
+    chain.append(f"target task `{target.task}`")
+    return ["## Lineage", "", " -> ".join(chain), "",
+            f"- Transfer strategy: `{strategy_cfg['name']}`" + (f" ({options})" if options else "")
+            + ("" if source is not None else " (no source stage: trained on the target only)"),
+            f"- Target-stage freezing: {_freezing(config.get('target_training') or {}, target.transfer.parameters)}",
+            f"- Tokens kept per text: {(config.get('model') or {}).get('max_length', '-')}; "
+            f"seed {results.seed if results.seed is not None else config.get('seed', '-')}"]
+
+
+def _results_section(results: RunResults, config: Dict[str, Any]) -> List[str]:
+    """Transfer beside the baseline per metric, with the gain, its interval and the verdict."""
+    target, verdict = results.target, results.verdict
+    lines = ["", "## Results", "",
+             f"Test split of `{target.task}` ({'?' if target.test_rows is None else target.test_rows} rows). The "
+             f"baseline is the same target training from `{base_model_name(results, config)}` without the source "
+             f"stage; the interval is a paired bootstrap over test examples.", "",
+             "| metric | transfer | baseline (no transfer) | gain | gain 95% CI |", "| --- | --- | --- | --- | --- |"]
+    baseline = target.baseline.metrics if target.baseline else {}
+    intervals = verdict.gain_ci or {}
+    for name, value in target.transfer.metrics.items():
+        lines.append(f"| {name} | {format_score(value)} | {format_score(baseline.get(name))} | "
+                     f"{format_score(verdict.gain.get(name), signed=True)} | {format_interval(intervals.get(name))} |")
+    if verdict.text:
+        lines += ["", verdict.text]
+    return lines
+
+
+def _usage(ref: str) -> List[str]:
+    return ["", "## Usage", "", "```python", "from transformers import pipeline", "",
+            f'classifier = pipeline("text-classification", model="{ref}")',
+            'print(classifier("A wonderful little gadget."))', "```", "", "Or for a whole file:", "", "```",
+            f"textransfer predict {ref} --input texts.csv --text-column text --output predictions.csv", "```"]
+
+
+def _limitations(results: RunResults, config: Dict[str, Any]) -> List[str]:
+    task, verdict = results.target.task, results.verdict
+    lines = ["", "## Limitations", ""]
+    if verdict.negative_transfer:
+        primary = verdict.noise_test.metric if verdict.noise_test else "accuracy"
+        lines.append(f"- **Negative transfer**: on `{task}` this transfer model is worse than the "
+                     f"no-transfer baseline beyond noise ({primary} gain "
+                     f"{format_score(verdict.gain.get(primary), signed=True)}, 95% CI entirely below 0). The "
+                     f"baseline model is the better choice for this task.")
+    elif verdict.negative_transfer is None:
+        lines.append("- No baseline was trained, so whether the source stage helped is unknown.")
+    max_length = (config.get("model") or {}).get("max_length", "the training length")
+    return lines + [f"- Trained and tested on `{task}` only; expect lower scores on text from other domains.",
+                    f"- Texts longer than {max_length} tokens are truncated.",
+                    "- The figures above come from one run with one seed.", ""]
 
 
 def _merge_body(existing: str, body: str) -> str:
@@ -204,10 +215,11 @@ def _merge_body(existing: str, body: str) -> str:
     return (existing + "\n\n" + body + "\n") if existing else body + "\n"
 
 
-def render_card(results: Dict[str, Any], config: Dict[str, Any], repo_id: Optional[str] = None,
+def render_card(results: Results, config: Dict[str, Any], repo_id: Optional[str] = None,
                 existing: Optional[str] = None) -> str:
     """The card's full text; ``existing`` (an earlier README.md) is updated, not replaced."""
-    name = repo_id.split("/")[-1] if repo_id else f"{target_name(results)}-classifier"
+    results = as_run_results(results)
+    name = repo_id.split("/")[-1] if repo_id else f"{results.target.task}-classifier"
     data = card_data(results, config, model_name=name)
     body = card_body(results, config, repo_id=repo_id)
     if existing:
@@ -224,11 +236,7 @@ def render_card(results: Dict[str, Any], config: Dict[str, Any], repo_id: Option
     return f"---\n{data.to_yaml()}\n---\n{text}"
 
 
-def target_name(results: Dict[str, Any]) -> str:
-    return str(results["target"]["task"])
-
-
-def write_card(model_dir, results: Dict[str, Any], config: Dict[str, Any], repo_id: Optional[str] = None,
+def write_card(model_dir, results: Results, config: Dict[str, Any], repo_id: Optional[str] = None,
                previous: Optional[Path] = None) -> Path:
     """Write (or update) ``model_dir/README.md``; call it on the main process only.
 

@@ -1,93 +1,71 @@
-"""Reading a run: the results table, learning curves, confusion matrix and transfer-gain plots."""
+"""Reading a run: the results table, learning curves, confusion matrix and transfer-gain plots.
+
+Each takes a run's results as a `RunResults` or as the ``results.json`` dict.
+"""
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional, Union
+
+from ..training.results import RunResults, as_run_results
+
+Results = Union[RunResults, Mapping[str, Any]]
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write through a temp file and rename, so a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: Path, data: Dict[str, Any]) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
-
-
-def _fmt(v: Optional[float], signed: bool = False) -> str:
-    if v is None:
+def format_score(value: Any, signed: bool = False) -> str:
+    """A metric value to four decimals (with its sign for a gain); ``-`` when there is none."""
+    if not isinstance(value, (int, float)):
         return "-"
-    return f"{v:+.4f}" if signed else f"{v:.4f}"
+    return f"{value:+.4f}" if signed else f"{value:.4f}"
 
 
-def results_table(results: Dict[str, Any]) -> str:
+def format_interval(interval: Optional[Dict[str, float]]) -> str:
+    """A gain's interval as ``[low, high]``; ``-`` when there is none."""
+    return f"[{interval['low']:+.4f}, {interval['high']:+.4f}]" if interval else "-"
+
+
+def results_table(results: Results) -> str:
     """A plain-text table: target metrics for transfer and baseline, the gain and its interval."""
-    target = results["target"]
-    transfer = target["transfer"]["metrics"]
-    baseline = target.get("baseline", {}).get("metrics", {})
-    gains = results.get("gain", {})
-    ci = results.get("gain_ci", {})
-    names = list(transfer)
+    results = as_run_results(results)
+    target = results.target
+    transfer = target.transfer.metrics
+    baseline = target.baseline.metrics if target.baseline else {}
+    gains, intervals = results.verdict.gain, results.verdict.gain_ci or {}
     rows = [("metric", "transfer", "baseline", "gain", "gain 95% CI")]
-    for k in names:
-        interval = ci.get(k)
-        rows.append((
-            k,
-            _fmt(transfer.get(k)),
-            _fmt(baseline.get(k)),
-            _fmt(gains.get(k), signed=True),
-            f"[{interval['low']:+.4f}, {interval['high']:+.4f}]" if interval else "-",
-        ))
+    rows += [(k, format_score(transfer.get(k)), format_score(baseline.get(k)), format_score(gains.get(k), signed=True),
+              format_interval(intervals.get(k))) for k in transfer]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    head = [f"Target task '{results['target']['task']}' ({results['target'].get('test_rows', '?')} test rows)"]
-    if "source" in results and results["source"].get("metrics"):
-        sm = results["source"]["metrics"]
-        head.insert(0, f"Source task '{results['source']['task']}': test accuracy {_fmt(sm.get('accuracy'))}, "
-                       f"macro-F1 {_fmt(sm.get('f1'))}")
-    verdict = results.get("verdict", "")
+    head = [f"Target task '{target.task}' ({'?' if target.test_rows is None else target.test_rows} test rows)"]
+    if results.source is not None and results.source.metrics:
+        sm = results.source.metrics
+        head.insert(0, f"Source task '{results.source.task}': test accuracy {format_score(sm.get('accuracy'))}, "
+                       f"macro-F1 {format_score(sm.get('f1'))}")
+    verdict = results.verdict.text
     return "\n".join(head + lines + ([verdict] if verdict else []))
 
 
-def plot_learning_curves(results: Dict[str, Any], path: Path, metric: str = "accuracy") -> Optional[Path]:
+def plot_learning_curves(results: Results, path: Path, metric: str = "accuracy") -> Optional[Path]:
     """Validation metric and training loss per epoch for every stage."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
-    stages = [("source", results.get("source", {})),
-              ("transfer", results["target"].get("transfer", {})),
-              ("baseline", results["target"].get("baseline", {}))]
-    stages = [(n, s) for n, s in stages if s.get("history")]
+    stages = {name: stage.history for name, stage in as_run_results(results).stages().items() if stage.history}
     if not stages:
         return None
     fig, (ax_m, ax_l) = plt.subplots(1, 2, figsize=(10, 4))
-    for name, stage in stages:
-        epochs = [h["epoch"] for h in stage["history"]]
-        if any(f"eval_{metric}" in h for h in stage["history"]):
-            ax_m.plot(epochs, [h.get(f"eval_{metric}") for h in stage["history"]], marker="o", label=name)
-        ax_l.plot(epochs, [h["train_loss"] for h in stage["history"]], marker="o", label=name)
+    for name, history in stages.items():
+        epochs = [h["epoch"] for h in history]
+        if any(f"eval_{metric}" in h for h in history):
+            ax_m.plot(epochs, [h.get(f"eval_{metric}") for h in history], marker="o", label=name)
+        ax_l.plot(epochs, [h["train_loss"] for h in history], marker="o", label=name)
     ax_m.set_title(f"validation {metric}")
     ax_l.set_title("training loss")
-    from matplotlib.ticker import MaxNLocator
-
     for ax in (ax_m, ax_l):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
@@ -99,7 +77,7 @@ def plot_learning_curves(results: Dict[str, Any], path: Path, metric: str = "acc
     return path
 
 
-def plot_transfer_gain(results: Dict[str, Any], path: Path) -> Optional[Path]:
+def plot_transfer_gain(results: Results, path: Path) -> Optional[Path]:
     """Bars of transfer vs baseline per metric, with the gain's 95% interval written above."""
     import matplotlib
 
@@ -107,8 +85,9 @@ def plot_transfer_gain(results: Dict[str, Any], path: Path) -> Optional[Path]:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    transfer = results["target"]["transfer"]["metrics"]
-    baseline = results["target"].get("baseline", {}).get("metrics")
+    results = as_run_results(results)
+    transfer = results.target.transfer.metrics
+    baseline = results.target.baseline.metrics if results.target.baseline else None
     if not baseline:
         return None
     names = [k for k in transfer if isinstance(transfer[k], float) and k in baseline]
@@ -117,13 +96,13 @@ def plot_transfer_gain(results: Dict[str, Any], path: Path) -> Optional[Path]:
     ax.bar(x - 0.2, [transfer[k] for k in names], 0.4, label="transfer")
     ax.bar(x + 0.2, [baseline[k] for k in names], 0.4, label="baseline (no transfer)")
     for i, k in enumerate(names):
-        gain = results["gain"].get(k)
+        gain = results.verdict.gain.get(k)
         if gain is not None:
             ax.annotate(f"{gain:+.3f}", (i, max(transfer[k], baseline[k])), ha="center", va="bottom")
     ax.set_xticks(x, names)
     ax.set_ylim(0, 1.08)
     title = "target test metrics"
-    if results.get("negative_transfer"):
+    if results.verdict.negative_transfer:
         title += " - NEGATIVE TRANSFER"
     ax.set_title(title)
     ax.legend(loc="lower right")
@@ -139,12 +118,11 @@ def plot_confusion_matrix(predictions: List[int], references: List[int], label_n
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
+
+    from ..metrics.confusion import confusion_matrix
 
     n = len(label_names)
-    cm = np.zeros((n, n), dtype=int)
-    for p, r in zip(predictions, references):
-        cm[r, p] += 1
+    cm = confusion_matrix(predictions, references, n)
     fig, ax = plt.subplots(figsize=(1.2 * n + 2.5, 1.2 * n + 2))
     ax.imshow(cm, cmap="Blues")
     for i in range(n):

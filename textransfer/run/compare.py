@@ -9,7 +9,7 @@ baseline as a line).
 
 ```python
 from textransfer import RunConfig
-from textransfer.compare import compare_strategies
+from textransfer.run.compare import compare_strategies
 cfg = RunConfig.from_yaml("recipes/news_to_sentiment.yaml")
 table = compare_strategies(cfg, ["finetune", "features", "l2sp"], "runs/compare")
 ```
@@ -21,28 +21,31 @@ import copy
 from pathlib import Path
 from typing import Any, Dict, List
 
-from ..config import RunConfig
+from accelerate import PartialState
+
+from ..config import RunConfig, StrategyConfig
 from ..errors import ConfigError
-from ..files import atomic_write_text, write_json
+from ..files import atomic_write_text, check_output_dir, write_json
 from ..strategies import available_strategies, strategy_config
-from ..files import check_output_dir
-from .transfer import run_transfer
+from ..training.results import RunResults
+from .transfer import BaselineCache, run_transfer
 
 
-def _row(name: str, results: Dict[str, Any]) -> Dict[str, Any]:
-    timings = results.get("timings", {})
-    baseline = results["target"].get("baseline") or {}
+def comparison_row(name: str, results: RunResults) -> Dict[str, Any]:
+    """One strategy's entry in ``comparison.json``."""
+    transfer, baseline = results.target.transfer, results.target.baseline
+    timings = results.timings
     return {
         "strategy": name,
-        "metrics": results["target"]["transfer"]["metrics"],
-        "baseline_kind": baseline.get("kind"),
-        "baseline_metrics": baseline.get("metrics"),
-        "gain": results.get("gain", {}),
-        "gain_ci": results.get("gain_ci", {}),
-        "negative_transfer": results.get("negative_transfer"),
-        "verdict": results.get("verdict"),
+        "metrics": transfer.metrics,
+        "baseline_kind": baseline.kind if baseline else None,
+        "baseline_metrics": baseline.metrics if baseline else None,
+        "gain": results.verdict.gain,
+        "gain_ci": results.verdict.gain_ci or {},
+        "negative_transfer": results.verdict.negative_transfer,
+        "verdict": results.verdict.text,
         "train_time_s": round(timings.get("source_s", 0.0) + timings.get("target_s", 0.0), 3),
-        "target_train_time_per_epoch_s": results["target"]["transfer"].get("train_time_per_epoch_s"),
+        "target_train_time_per_epoch_s": transfer.train_time_per_epoch_s if transfer.trained else None,
         "results": f"{name}/results.json",
     }
 
@@ -99,31 +102,33 @@ def compare_strategies(cfg: RunConfig, strategies: List[str], output_dir, overwr
 
     Returns the ``comparison.json`` content.
     """
-    names = [s.strip() for s in strategies if s.strip()]
-    if not names:
-        raise ConfigError(f"--strategies is empty; name some of {', '.join(available_strategies())}.")
-    if len(set(names)) != len(names):
-        raise ConfigError(f"--strategies names one strategy twice: {names}.")
-    configs = {}
-    for name in names:  # every name checked before anything trains
-        configs[name] = cfg.strategy if cfg.strategy.name == name else strategy_config({"name": name})
+    configs = strategy_configs(cfg, strategies)  # every name checked before anything trains
     out = check_output_dir(str(output_dir), overwrite)
     out.mkdir(parents=True, exist_ok=True)
-    cache: Dict[str, Any] = {}
+    cache: BaselineCache = {}
     rows = []
-    for name in names:
+    for name, strategy in configs.items():
         run_cfg = copy.deepcopy(cfg)
-        run_cfg.strategy = configs[name]
+        run_cfg.strategy = strategy
         results = run_transfer(run_cfg, output_dir=out / name, overwrite=True, baseline_cache=cache)
-        rows.append(_row(name, results))
-    baselines = {kind: summary["metrics"] for kind, (summary, _) in cache.items()}
+        rows.append(comparison_row(name, RunResults.from_dict(results)))
+    baselines = {kind: baseline.summary.metrics for kind, baseline in cache.items()}
     comparison = {"model": cfg.model.name_or_path, "seed": cfg.seed, "source": cfg.source.name if cfg.source else None,
                   "target": cfg.target.name, "baselines": baselines,
                   "strategies": {r["strategy"]: r for r in rows}}
-    from accelerate import PartialState
-
     if PartialState().is_main_process:
         write_json(out / "comparison.json", comparison)
         atomic_write_text(out / "comparison.md", comparison_markdown(rows, baselines))
         plot_comparison(rows, baselines, out / "comparison.png")
     return comparison
+
+
+def strategy_configs(cfg: RunConfig, strategies: List[str]) -> Dict[str, StrategyConfig]:
+    """Each named strategy's config, in order: the run config's own keeps its options, the others
+    their defaults."""
+    names = [s.strip() for s in strategies if s.strip()]
+    if not names:
+        raise ConfigError(f"--strategies is empty; name some of {', '.join(available_strategies())}.")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"--strategies names one strategy twice: {names}.")
+    return {name: cfg.strategy if cfg.strategy.name == name else strategy_config({"name": name}) for name in names}

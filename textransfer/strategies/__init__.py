@@ -23,9 +23,9 @@ cfg = textransfer.RunConfig.from_yaml("recipes/news_to_sentiment.yaml", override
 """
 
 from ..config import StrategyConfig, strategy_config
-from .base import RunContext, Strategy, TransferOutcome, train_baseline
+from .base import Baseline, RunContext, Strategy, TransferOutcome, train_baseline
 from .registry import available_strategies, get_strategy, register_strategy
 from . import finetune, scratch, features, l2sp, joint, dann, mmd, coral  # noqa: E402, F401  (registers them)
 
-__all__ = ["RunContext", "Strategy", "StrategyConfig", "TransferOutcome", "available_strategies", "get_strategy",
+__all__ = ["Baseline", "RunContext", "Strategy", "StrategyConfig", "TransferOutcome", "available_strategies", "get_strategy",
            "register_strategy", "strategy_config", "train_baseline"]

@@ -19,7 +19,6 @@ parquet/txt files with a ``unlabelled_text_column``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
@@ -28,14 +27,14 @@ import torch
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from ..errors import ConfigError, DataError
+from ..formats import FORMATS, extension, format_of
 from ..modeling.loading import swap_head
 from ..data.tokenization import tokenize_dataset
+from ..training.results import StageSummary
 from ..training.trainer import StageTrainer
 from ..config.strategies import AdaptationConfig
-from .base import (RunContext, Strategy, TransferOutcome, classify_with_features, masked_mean, model_inputs, unwrap,
+from .base import (RunContext, Strategy, TransferOutcome, classify_with_features, masked_mean, model_inputs,
                    wrapping_trainer)
-
-_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".txt": "text"}
 
 
 class AlignmentModel(torch.nn.Module):
@@ -75,34 +74,48 @@ class AdaptationTrainer(StageTrainer):
             progress(step / max(total_steps, 1))
 
 
+# the formats an unlabelled-text file may have: the labelled ones, and plain text (one text a line)
+UNLABELLED_FORMATS = ("csv", "tsv", "json", "jsonl", "parquet", "txt")
+
+
 def unlabelled_dataset(run: RunContext, config: AdaptationConfig):
     """Tokenized unlabelled target text (no ``labels`` column)."""
     if config.unlabelled_files:
-        files = [str(Path(f)) for f in config.unlabelled_files]
-        missing = [f for f in files if not Path(f).is_file()]
-        if missing:
-            raise ConfigError(f"`strategy.unlabelled_files`: not found: {missing}.")
-        exts = {Path(f).suffix.lower() for f in files}
-        if len(exts) != 1 or next(iter(exts)) not in _BUILDERS:
-            raise ConfigError(f"`strategy.unlabelled_files` must share one extension among {sorted(_BUILDERS)}; got {sorted(exts)}.")
-        ext = next(iter(exts))
-        kw = {"delimiter": "\t"} if ext == ".tsv" else {}
-        ds = datasets.load_dataset(_BUILDERS[ext], data_files=files, split="train", cache_dir=run.cfg.cache_dir, **kw)
-        column = config.unlabelled_text_column if ext != ".txt" else "text"
-        if column not in ds.column_names:
-            raise DataError(f"`strategy.unlabelled_files` {files}: no column '{column}' (columns: {ds.column_names}); "
-                            f"set `strategy.unlabelled_text_column`.")
-        ds = ds.select_columns([column]).rename_column(column, "text") if column != "text" else ds.select_columns(["text"])
-        ds = ds.filter(lambda b: [isinstance(t, str) and t.strip() != "" for t in b["text"]], batched=True)
-        if len(ds) == 0:
-            raise DataError(f"`strategy.unlabelled_files` {files}: no non-empty text.")
-        if config.max_unlabelled and len(ds) > config.max_unlabelled:
-            ds = ds.shuffle(seed=run.cfg.seed).select(range(config.max_unlabelled))
+        ds = read_unlabelled_files([str(Path(f)) for f in config.unlabelled_files], config, run.cfg.cache_dir)
+        ds = cap_examples(ds, config.max_unlabelled, run.cfg.seed)
         return tokenize_dataset(ds, run.tokenizer, run.cfg.model.max_length, desc="Tokenizing unlabelled")
     ds = run.tokenized["target"]["train"]
     ds = ds.remove_columns([c for c in ("labels",) if c in ds.column_names])
-    if config.max_unlabelled and len(ds) > config.max_unlabelled:
-        ds = ds.shuffle(seed=run.cfg.seed).select(range(config.max_unlabelled))
+    return cap_examples(ds, config.max_unlabelled, run.cfg.seed)
+
+
+def cap_examples(ds, cap: Optional[int], seed: int):
+    """At most ``cap`` examples of ``ds``, a seeded random sample when it has more."""
+    return ds.shuffle(seed=seed).select(range(cap)) if cap and len(ds) > cap else ds
+
+
+def read_unlabelled_files(files: List[str], config: AdaptationConfig, cache_dir) -> datasets.Dataset:
+    """The non-empty texts of ``files`` (one format among `UNLABELLED_FORMATS`) as a ``text`` column."""
+    missing = [f for f in files if not Path(f).is_file()]
+    if missing:
+        raise ConfigError(f"`strategy.unlabelled_files`: not found: {missing}.")
+    found = [format_of(f, UNLABELLED_FORMATS) for f in files]
+    names = {fmt.name if fmt else None for fmt in found}
+    if len(names) != 1 or None in names:
+        extensions = sorted(ext for name in UNLABELLED_FORMATS for ext in FORMATS[name].extensions)
+        raise ConfigError(f"`strategy.unlabelled_files` must share one extension among {extensions}; "
+                          f"got {sorted({extension(f) for f in files})}.")
+    fmt = found[0]
+    kw = {"delimiter": fmt.delimiter} if fmt.delimiter else {}
+    ds = datasets.load_dataset(fmt.builder, data_files=files, split="train", cache_dir=cache_dir, **kw)
+    column = "text" if fmt.name == "txt" else config.unlabelled_text_column
+    if column not in ds.column_names:
+        raise DataError(f"`strategy.unlabelled_files` {files}: no column '{column}' (columns: {ds.column_names}); "
+                        f"set `strategy.unlabelled_text_column`.")
+    ds = ds.select_columns([column]).rename_column(column, "text") if column != "text" else ds.select_columns(["text"])
+    ds = ds.filter(lambda b: [isinstance(t, str) and t.strip() != "" for t in b["text"]], batched=True)
+    if len(ds) == 0:
+        raise DataError(f"`strategy.unlabelled_files` {files}: no non-empty text.")
     return ds
 
 
@@ -122,18 +135,16 @@ class AdaptationStrategy(Strategy):
             run.require_shared_labels(self.name)
         unlabelled = unlabelled_dataset(run, self.config)
         factory = wrapping_trainer(self.make_model, trainer_class=AdaptationTrainer)
-        source_model, source_summary, _ = run.train_stage("source", run.pretrained("source"), "source",
-                                                          run.cfg.source_training, trainer_factory=factory,
-                                                          aux_ds=unlabelled)
-        adapted = unwrap(source_model)
-        source_summary["unlabelled_target_examples"] = len(unlabelled)
+        source = run.train_stage("source", run.pretrained("source"), "source", run.cfg.source_training,
+                                 trainer_factory=factory, aux_ds=unlabelled)
+        source.summary.unlabelled_target_examples = len(unlabelled)
         if self.config.target_labels:
-            target_model = swap_head(adapted, run.tasks["target"].label_names, seed=run.cfg.seed)
-            model, summary, test = run.train_stage("target", target_model, "target", run.cfg.target_training)
-            return TransferOutcome(model=model, transfer=summary, test=test, source=source_summary)
-        test = run.evaluate(adapted, "target", "test")
-        summary = {"task": run.tasks["target"].name, "metrics": test["metrics"], "history": [],
-                   "optimizer_steps": 0, "train_time_s": 0.0, "train_samples_per_s": 0.0,
-                   "parameters": source_summary["parameters"],
-                   "note": "unsupervised adaptation: the adapted source model tested on the target; no target label used"}
-        return TransferOutcome(model=adapted, transfer=summary, test=test, source=source_summary)
+            target_model = swap_head(source.model, run.tasks["target"].label_names, seed=run.cfg.seed)
+            target = run.train_stage("target", target_model, "target", run.cfg.target_training)
+            return TransferOutcome(model=target.model, transfer=target.summary, test=target.test, source=source.summary)
+        test = run.evaluate(source.model, "target", "test")
+        summary = StageSummary(
+            task=run.tasks["target"].name, metrics=test.metrics, history=[], parameters=source.summary.parameters,
+            trained=False,
+            note="unsupervised adaptation: the adapted source model tested on the target; no target label used")
+        return TransferOutcome(model=source.model, transfer=summary, test=test, source=source.summary)

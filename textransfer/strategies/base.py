@@ -1,14 +1,14 @@
-"""The strategy registry, the base classes, and what every strategy shares.
+"""The base classes of a strategy, and what every strategy shares.
 
 A strategy decides how the *transfer arm* of a run is trained (what the source task
 contributes and how); the run around it (data, tokenization, the no-transfer baseline, the
 gain with its noise test, the negative-transfer flag, outputs) is the same for all of them
-(``transfer.py``). A strategy is a config dataclass plus a :class:`Strategy` subclass,
+(``run/transfer.py``). A strategy is a config dataclass plus a :class:`Strategy` subclass,
 registered by name (peft's ``register_peft_method`` pattern):
 
 ```python
 from dataclasses import dataclass
-from textransfer.strategies import Strategy, StrategyConfig, register_strategy
+from textransfer.strategies import Strategy, StrategyConfig, TransferOutcome, register_strategy
 
 @dataclass
 class MyConfig(StrategyConfig):
@@ -17,7 +17,8 @@ class MyConfig(StrategyConfig):
 @register_strategy("mine", MyConfig)
 class Mine(Strategy):
     def train_transfer(self, run):
-        ...  # return a TransferOutcome
+        stage = run.train_stage("target", run.pretrained("target"), "target", run.cfg.target_training)
+        return TransferOutcome(model=stage.model, transfer=stage.summary, test=stage.test)
 ```
 
 and a recipe selects it with ``strategy: {name: mine, strength: 0.5}`` (or
@@ -26,33 +27,46 @@ and a recipe selects it with ``strategy: {name: mine, strength: 0.5}`` (or
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple, Type
+from typing import TYPE_CHECKING, Any, Callable, Dict, NamedTuple, Optional, Type, Union
 
 import torch
+from accelerate import Accelerator
 from accelerate.utils import set_seed
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ..config import StrategyConfig
-from ..training.stage import train_stage
+from ..config import RunConfig, StrategyConfig
+from ..data.loading import TaskData
 from ..errors import ConfigError
+from ..modeling.layerwise import classification_model
+from ..modeling.loading import load_for_classification, swap_head
+from ..training.results import StageSummary, TestPredictions
+from ..training.stage import StageEnvironment, StageOutcome, StageSpec, TrainerFactory, train_stage
+from ..training.trainer import StageTrainer
+
+if TYPE_CHECKING:
+    from .features import FeatureClassifier
+
 
 @dataclass
 class TransferOutcome:
     """What a strategy's transfer arm produced.
 
     Args:
-        model: the final target model (saved as ``model/``).
-        transfer (`dict`): the target-stage summary (``metrics``, ``history``, times...).
-        test (`dict`): test predictions and references (``StageTrainer.evaluate``'s format).
-        source (`dict`, *optional*): the source-stage summary, when there is one.
-        extra (`dict`): anything strategy-specific for ``results.json``.
+        model: the final target model (saved as ``model/``): a Hugging Face model, or for
+            ``features`` its frozen encoder with the trained head (a later change makes that one
+            a Hugging Face model too; its saved format stays as it is until then).
+        transfer (`StageSummary`): the target stage's record.
+        test (`TestPredictions`): the target test split's predictions and references.
+        source (`StageSummary`, *optional*): the source stage's record, when there is one.
+        extra (`dict`): anything strategy-specific for ``results.json``'s top level.
     """
 
-    model: Any
-    transfer: Dict[str, Any]
-    test: Dict[str, Any]
-    source: Optional[Dict[str, Any]] = None
+    model: Union[PreTrainedModel, "FeatureClassifier"]
+    transfer: StageSummary
+    test: TestPredictions
+    source: Optional[StageSummary] = None
     extra: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -60,34 +74,37 @@ class TransferOutcome:
 class RunContext:
     """Everything loaded once per run, handed to a strategy."""
 
-    cfg: Any
-    accelerator: Any
-    tokenizer: Any
-    tasks: Dict[str, Any]
-    tokenized: Dict[str, Any]
+    cfg: RunConfig
+    accelerator: Accelerator
+    tokenizer: PreTrainedTokenizerBase
+    tasks: Dict[str, TaskData]  # "source" (when there is one) and "target"
+    tokenized: Dict[str, Any]  # task key -> its tokenized splits
     checkpoint_root: Optional[Path] = None
 
-    def train_stage(self, name, model, task_key: str, args, trainer_factory=None, aux_ds=None, train_ds=None):
+    @property
+    def environment(self) -> StageEnvironment:
+        """What every stage of this run shares."""
+        return StageEnvironment(self.cfg, self.accelerator, self.tokenizer, self.checkpoint_root)
+
+    def train_stage(self, name: str, model, task_key: str, args, trainer_factory: Optional[TrainerFactory] = None,
+                    aux_ds=None, train_ds=None) -> StageOutcome:
         """Train ``model`` on task ``task_key`` (``"source"``/``"target"``) with ``args``;
-        returns ``(trained model, summary, test predictions)`` (see ``transfer._train_stage``)."""
-        return train_stage(name, model, self.tokenizer, self.tasks[task_key], self.tokenized[task_key], args,
-                            self.cfg, self.accelerator, self.checkpoint_root,
-                            trainer_factory=trainer_factory, aux_ds=aux_ds, train_ds=train_ds)
+        returns ``(trained model, summary, test predictions)`` (``training.stage.train_stage``), the
+        model out of any wrapper ``trainer_factory`` put it in."""
+        spec = StageSpec(self.tasks[task_key].name, self.tokenized[task_key], args, trainer_factory, aux_ds, train_ds)
+        # the module's `train_stage`, looked up at call time (a test spies on it)
+        return train_stage(name, model, spec, self.environment)
 
-    def pretrained(self, task_key: str):
+    def pretrained(self, task_key: str) -> PreTrainedModel:
         """The pretrained encoder with a fresh head for task ``task_key``, under the run's seed."""
-        from ..modeling.loading import load_for_classification
-
         set_seed(self.cfg.seed)
         return load_for_classification(self.cfg.model, self.tasks[task_key].label_names)
 
-    def evaluate(self, model, task_key: str = "target", split: str = "test") -> Dict[str, Any]:
+    def evaluate(self, model, task_key: str = "target", split: str = "test") -> TestPredictions:
         """Metrics and predictions of ``model`` on a split (length-sorted order, as the baseline's)."""
-        from ..training.trainer import StageTrainer
-
         trainer = StageTrainer(model, self.tokenizer, self.cfg.target_training, self.accelerator, self.cfg.metrics,
                                seed=self.cfg.seed)
-        return trainer.evaluate(self.tokenized[task_key][split])
+        return TestPredictions.from_dict(trainer.evaluate(self.tokenized[task_key][split]))
 
     def require_source(self, strategy: str) -> None:
         if "source" not in self.tasks:
@@ -132,46 +149,42 @@ class Strategy:
 
 
 # ---------------------------------------------------------------------------- shared pieces
-def train_source_then_target(run: RunContext, source_factory=None, target_factory=None, aux_ds=None):
+class Baseline(NamedTuple):
+    """A no-transfer baseline's record and its predictions on the target test split."""
+
+    summary: StageSummary
+    test: TestPredictions
+
+
+def train_source_then_target(run: RunContext, target_factory: Optional[TrainerFactory] = None) -> TransferOutcome:
     """Parameter transfer: source stage, head swap, target stage (the ``finetune`` arm).
 
-    ``source_factory`` / ``target_factory`` build each stage's trainer (default: `StageTrainer`).
+    ``target_factory`` builds the target stage's trainer (default: `StageTrainer`; ``l2sp``'s).
     """
-    from ..modeling.loading import swap_head
-
     run.require_source("finetune")
-    model = run.pretrained("source")
-    source_model, source_summary, _ = run.train_stage("source", model, "source", run.cfg.source_training,
-                                                      trainer_factory=source_factory, aux_ds=aux_ds)
-    source_summary["label_names"] = run.tasks["source"].label_names
-    target_model = swap_head(unwrap(source_model), run.tasks["target"].label_names, seed=run.cfg.seed)
-    del source_model
-    model, summary, test = run.train_stage("target", target_model, "target", run.cfg.target_training,
-                                           trainer_factory=target_factory)
-    return TransferOutcome(model=unwrap(model), transfer=summary, test=test, source=source_summary)
+    source = run.train_stage("source", run.pretrained("source"), "source", run.cfg.source_training)
+    target_model = swap_head(source.model, run.tasks["target"].label_names, seed=run.cfg.seed)
+    target = run.train_stage("target", target_model, "target", run.cfg.target_training, trainer_factory=target_factory)
+    return TransferOutcome(model=target.model, transfer=target.summary, test=target.test, source=source.summary)
 
 
-def unwrap(model):
+def unwrap(model) -> PreTrainedModel:
     """The Hugging Face model inside a strategy's wrapper module (or ``model`` itself)."""
-    from ..modeling.layerwise import classification_model
-
     return classification_model(model)
 
 
-def train_baseline(run: RunContext, kind: str):
-    """The no-transfer baseline of ``kind`` -> ``(summary, test)``."""
+def train_baseline(run: RunContext, kind: str) -> Baseline:
+    """The no-transfer baseline of ``kind`` (a `Strategy.baseline_kind`)."""
     if kind == "target":
-        model = run.pretrained("target")
-        _, summary, test = run.train_stage("baseline", model, "target", run.cfg.target_training)
-        return summary, test
+        stage = run.train_stage("baseline", run.pretrained("target"), "target", run.cfg.target_training)
+        return Baseline(stage.summary, stage.test)
     if kind == "source_only":
         run.require_shared_labels("source_only baseline")
-        model = run.pretrained("source")
-        trained, summary, _ = run.train_stage("baseline", model, "source", run.cfg.source_training)
-        test = run.evaluate(unwrap(trained), "target", "test")
-        summary = dict(summary, source_metrics=summary["metrics"], metrics=test["metrics"],
-                       note="source-only: trained on the source without adaptation, tested on the target")
-        return summary, test
+        stage = run.train_stage("baseline", run.pretrained("source"), "source", run.cfg.source_training)
+        test = run.evaluate(stage.model, "target", "test")
+        summary = replace(stage.summary, source_metrics=stage.summary.metrics, metrics=test.metrics,
+                          note="source-only: trained on the source without adaptation, tested on the target")
+        return Baseline(summary, test)
     raise ValueError(f"unknown baseline kind {kind!r}")
 
 
@@ -216,8 +229,6 @@ def wrapping_trainer(wrap: Callable[[Any], torch.nn.Module], trainer_class=None,
     gradients are all-reduced like the encoder's. Head names are re-rooted (``model.``) and
     every parameter outside the Hugging Face model counts as a head (``head_learning_rate``).
     """
-    from ..training.trainer import StageTrainer
-
     cls = trainer_class or StageTrainer
 
     def factory(model, *args, head_parameters=None, **kw):

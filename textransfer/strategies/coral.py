@@ -4,11 +4,8 @@ matrices and ``d`` their dimension."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 
-from ..errors import ConfigError
 from ..config.strategies import CORALConfig
 from .adaptation import AdaptationStrategy, AlignmentModel
 from .registry import register_strategy

@@ -10,11 +10,9 @@ with ``p`` the share of training done, so the noisy early domain signal is dampe
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import torch
 
-from ..errors import ConfigError
 from ..config.strategies import DANNConfig
 from .adaptation import AdaptationStrategy, AlignmentModel
 from .registry import register_strategy

@@ -7,8 +7,6 @@ source task this is plain fine-tuning on the target.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from ..config.strategies import FinetuneConfig
 from .base import RunContext, Strategy, TransferOutcome, train_source_then_target
 from .registry import register_strategy
@@ -20,7 +18,6 @@ class Finetune(Strategy):
 
     def train_transfer(self, run: RunContext) -> TransferOutcome:
         if "source" not in run.tasks:
-            model, summary, test = run.train_stage("target", run.pretrained("target"), "target",
-                                                   run.cfg.target_training)
-            return TransferOutcome(model=model, transfer=summary, test=test)
+            stage = run.train_stage("target", run.pretrained("target"), "target", run.cfg.target_training)
+            return TransferOutcome(model=stage.model, transfer=stage.summary, test=stage.test)
         return train_source_then_target(run)

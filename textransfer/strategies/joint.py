@@ -9,17 +9,18 @@ encoder (:class:`JointModel`), which is what goes through ``accelerator.prepare`
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from ..errors import ConfigError
 from ..modeling.loading import attach_head
 from ..training.trainer import StageTrainer
 from ..config.strategies import JointConfig
-from .base import RunContext, Strategy, TransferOutcome, unwrap, wrapping_trainer
+from .base import RunContext, Strategy, TransferOutcome, wrapping_trainer
 from .registry import register_strategy
+
+# the source head is initialised under the run's seed plus this offset: reproducible with the
+# run, yet not drawn from the same random stream as the target head (made under the seed itself)
+SOURCE_HEAD_SEED_OFFSET = 1
 
 
 class JointModel(torch.nn.Module):
@@ -33,7 +34,7 @@ class JointModel(torch.nn.Module):
         super().__init__()
         self.model = model
         self.alpha = alpha
-        self.source_model = attach_head(model, source_label_names, seed=seed + 1)
+        self.source_model = attach_head(model, source_label_names, seed=seed + SOURCE_HEAD_SEED_OFFSET)
         # share, not copy: the source classifier's encoder *is* the target's
         setattr(self.source_model, self.source_model.base_model_prefix, model.base_model)
 
@@ -60,7 +61,7 @@ class Joint(Strategy):
         source_labels = run.tasks["source"].label_names
         factory = wrapping_trainer(lambda m: JointModel(m, source_labels, self.config.alpha, run.cfg.seed),
                                    trainer_class=JointTrainer)
-        model, summary, test = run.train_stage("target", run.pretrained("target"), "target", run.cfg.target_training,
-                                               trainer_factory=factory, aux_ds=run.tokenized["source"]["train"])
-        summary["source_loss_weight"] = self.config.alpha
-        return TransferOutcome(model=unwrap(model), transfer=summary, test=test)
+        stage = run.train_stage("target", run.pretrained("target"), "target", run.cfg.target_training,
+                                trainer_factory=factory, aux_ds=run.tokenized["source"]["train"])
+        stage.summary.source_loss_weight = self.config.alpha
+        return TransferOutcome(model=stage.model, transfer=stage.summary, test=stage.test)

@@ -14,12 +14,10 @@ place of it, so ``target_training.weight_decay: 0`` is the faithful setting.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Dict
 
 import torch
 
-from ..errors import ConfigError
 from ..training.trainer import StageTrainer
 from ..config.strategies import L2SPConfig
 from .base import RunContext, Strategy, TransferOutcome, make_factory, train_source_then_target

@@ -9,12 +9,10 @@ features' scale and MMD does not change when every feature is scaled alike. The 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import List, Sequence
+from typing import Sequence
 
 import torch
 
-from ..errors import ConfigError
 from ..config.strategies import MMDConfig
 from .adaptation import AdaptationStrategy, AlignmentModel
 from .registry import register_strategy

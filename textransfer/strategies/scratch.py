@@ -8,12 +8,10 @@ the baseline (pretrained, target only) shows what pretraining is worth; its gap 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from accelerate.utils import set_seed
 from transformers import AutoModelForSequenceClassification
 
-from ..modeling.loading import _set_labels, load_model_config, quiet_transformers
+from ..modeling.loading import load_model_config, quiet_transformers, set_labels
 from ..config.strategies import ScratchConfig
 from .base import RunContext, Strategy, TransferOutcome
 from .registry import register_strategy
@@ -22,7 +20,7 @@ from .registry import register_strategy
 def random_model(model_cfg, label_names, seed: int):
     """The architecture of ``model_cfg`` with fresh random weights and a head for ``label_names``."""
     config = load_model_config(model_cfg)
-    _set_labels(config, label_names)
+    set_labels(config, label_names)
     set_seed(seed)
     with quiet_transformers():
         return AutoModelForSequenceClassification.from_config(config)
@@ -34,6 +32,6 @@ class Scratch(Strategy):
 
     def train_transfer(self, run: RunContext) -> TransferOutcome:
         model = random_model(run.cfg.model, run.tasks["target"].label_names, run.cfg.seed)
-        model, summary, test = run.train_stage("target", model, "target", run.cfg.target_training)
-        summary["initialisation"] = "random (from_config)"
-        return TransferOutcome(model=model, transfer=summary, test=test)
+        stage = run.train_stage("target", model, "target", run.cfg.target_training)
+        stage.summary.initialisation = "random (from_config)"
+        return TransferOutcome(model=stage.model, transfer=stage.summary, test=stage.test)

@@ -3,9 +3,10 @@
 A run's ``checkpoints/`` folder holds, per stage (``source``, ``target``, ``baseline``):
 
 * ``step-000120/``: the newest complete mid-stage checkpoint. Accelerate's ``save_state``
-  writes the model, optimiser, registered scheduler and each process's RNG states; we add
-  ``loop.json`` (stage, epoch, batch index within the epoch, optimiser steps, history, best
-  metric, patience count) and ``best.safetensors`` (the best validation weights kept in
+  writes the model, optimiser and each process's RNG states; we add ``loop.json`` (the
+  trainer's :class:`~textransfer.training.loop_state.LoopState`: epoch, batch index within the
+  epoch, running loss, patience count, history, steps), ``scheduler.json`` (the learning-rate
+  schedule's ``state_dict``) and ``best.safetensors`` (the best validation weights kept in
   memory for ``load_best_model_at_end``). ``COMPLETE`` is written last.
 * ``done.json`` (+ ``model/`` for source and target): written when the stage has finished,
   with its summary and test predictions, so a resumed run skips finished stages.
@@ -15,6 +16,10 @@ kill mid-write leaves a folder that looks like a checkpoint. Here everything goe
 ``.tmp-step-000120/`` first; only a folder with ``COMPLETE`` is ever renamed into place, and
 ``latest()`` ignores (and removes) anything else. ``os.rename`` of a folder within one file
 system is atomic, so a reader sees either the old checkpoint or the new one, never half.
+
+Why the schedule is ours to save, not registered with ``accelerator.register_for_checkpointing``:
+one accelerator serves every stage of a run, and a registered object stays registered; a later
+stage's checkpoint would then hold (and a resume would load) an earlier stage's schedule.
 """
 
 from __future__ import annotations
@@ -22,16 +27,26 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import signal
+import threading
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
+import yaml
+from safetensors.torch import load_file, save_file
+from transformers import AutoModelForSequenceClassification
 
-from ..files import write_json
+from ..errors import ConfigError, OutputDirError
+from ..files import atomic_write_text, write_json
+from ..modeling.loading import save_model_atomically
+from .loop_state import LoopState
 
 COMPLETE = "COMPLETE"
 LOOP_STATE = "loop.json"
+SCHEDULER_STATE = "scheduler.json"
 BEST_WEIGHTS = "best.safetensors"
 STAGE_DONE = "done.json"
 STEP_PREFIX = "step-"
@@ -54,6 +69,15 @@ def restore_rng(state: Dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+@dataclass
+class Checkpoint:
+    """What :meth:`StageCheckpoints.load` reads besides Accelerate's state."""
+
+    loop: LoopState
+    scheduler: Dict[str, Any]
+    best_weights: Optional[Dict[str, torch.Tensor]] = None
+
+
 class StageCheckpoints:
     """The checkpoints of one stage, in ``root`` (e.g. ``runs/x/checkpoints/target``).
 
@@ -72,8 +96,11 @@ class StageCheckpoints:
         self.keep = max(1, keep)
 
     # ------------------------------------------------------------------ write
-    def save(self, step: int, loop_state: Dict[str, Any], best_state: Optional[Dict[str, torch.Tensor]] = None) -> Path:
+    def save(self, loop: LoopState, scheduler: Dict[str, Any],
+             best_weights: Optional[Dict[str, torch.Tensor]] = None) -> Path:
+        """Write a checkpoint named after ``loop``'s optimiser steps; returns its folder."""
         acc = self.accelerator
+        step = loop.result.optimizer_steps
         name = f"{STEP_PREFIX}{step:09d}"
         final = self.root / name
         tmp = self.root / f"{TMP_PREFIX}{name}"
@@ -84,11 +111,10 @@ class StageCheckpoints:
         acc.save_state(str(tmp))
         acc.wait_for_everyone()
         if acc.is_main_process:
-            if best_state is not None:
-                from safetensors.torch import save_file
-
-                save_file({k: v.contiguous() for k, v in best_state.items()}, str(tmp / BEST_WEIGHTS))
-            write_json(tmp / LOOP_STATE, loop_state)
+            if best_weights is not None:
+                save_file({k: v.contiguous() for k, v in best_weights.items()}, str(tmp / BEST_WEIGHTS))
+            write_json(tmp / LOOP_STATE, loop.to_dict())
+            write_json(tmp / SCHEDULER_STATE, scheduler)
             # COMPLETE last: a folder without it was cut short and is never trusted.
             (tmp / COMPLETE).write_text(f"{step}\n")
             if final.exists():
@@ -105,7 +131,7 @@ class StageCheckpoints:
                 shutil.rmtree(old, ignore_errors=True)
 
     # ------------------------------------------------------------------ read
-    def complete(self):
+    def complete(self) -> List[Path]:
         """Complete step checkpoints, oldest first."""
         if not self.root.is_dir():
             return []
@@ -123,17 +149,14 @@ class StageCheckpoints:
         complete = self.complete()
         return complete[-1] if complete else None
 
-    def load(self, directory: Path):
-        """Restore model/optimiser/scheduler/RNG with ``load_state``; returns (loop state, best weights)."""
+    def load(self, directory: Path) -> Checkpoint:
+        """Restore model, optimiser and RNG states (``load_state``); return the rest."""
         directory = Path(directory)
         self.accelerator.load_state(str(directory))
-        loop_state = json.loads((directory / LOOP_STATE).read_text())
-        best = None
-        if (directory / BEST_WEIGHTS).is_file():
-            from safetensors.torch import load_file
-
-            best = load_file(str(directory / BEST_WEIGHTS))
-        return loop_state, best
+        best = directory / BEST_WEIGHTS
+        return Checkpoint(loop=LoopState.from_dict(json.loads((directory / LOOP_STATE).read_text())),
+                          scheduler=json.loads((directory / SCHEDULER_STATE).read_text()),
+                          best_weights=load_file(str(best)) if best.is_file() else None)
 
     def clear(self) -> None:
         """Remove step checkpoints (after the stage has finished and recorded itself)."""
@@ -169,8 +192,6 @@ def prepare_checkpoint_root(out: Path, cfg, accelerator) -> Path:
     folder to be a textransfer run and the config to match the one the run started with:
     resuming under another config would splice two different runs together.
     """
-    from ..errors import ConfigError, OutputDirError
-
     root = Path(out) / "checkpoints"
     saved = root / RUN_CONFIG
     if cfg.resume:  # every process checks (reads only), so all raise together
@@ -180,8 +201,6 @@ def prepare_checkpoint_root(out: Path, cfg, accelerator) -> Path:
                 f"to resume. Run without --resume into a new directory."
             )
         if saved.is_file():
-            import yaml
-
             before = _flat(yaml.safe_load(saved.read_text()))
             now = _flat(cfg.to_dict())
             changed = sorted(k for k in set(before) | set(now)
@@ -196,8 +215,6 @@ def prepare_checkpoint_root(out: Path, cfg, accelerator) -> Path:
         if not cfg.resume and root.exists():
             shutil.rmtree(root)
         if not saved.is_file():
-            from ..files import atomic_write_text
-
             atomic_write_text(saved, cfg.to_yaml())
     accelerator.wait_for_everyone()
     return root
@@ -221,8 +238,6 @@ def record_stage(root: Path, stage: str, record: Dict[str, Any], model=None, tok
     folder = Path(root) / stage
     folder.mkdir(parents=True, exist_ok=True)
     if model is not None:
-        from ..modeling.loading import save_model_atomically
-
         save_model_atomically(model, tokenizer, folder / "model")
     write_json(folder / STAGE_DONE, record)
     if accelerator is not None:
@@ -231,8 +246,6 @@ def record_stage(root: Path, stage: str, record: Dict[str, Any], model=None, tok
 
 def load_stage_model(root: Path, stage: str):
     """The model a finished stage saved (``record_stage(..., model=...)``)."""
-    from transformers import AutoModelForSequenceClassification
-
     return AutoModelForSequenceClassification.from_pretrained(Path(root) / stage / "model")
 
 
@@ -258,16 +271,11 @@ class StopOnInterrupt:
         self._flag = True
 
     def __enter__(self):
-        import signal
-        import threading
-
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._handler)
         return self
 
     def __exit__(self, *exc):
-        import signal
-
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
             self._previous = None

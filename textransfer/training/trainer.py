@@ -2,84 +2,83 @@
 
 Why a loop of our own rather than ``transformers.Trainer``: a transfer run trains several
 stages in one process with different heads and freezing, and strategies change the loss and
-add heads without touching the loop. On speed (``benchmarks/throughput.py``):
-
-* the optimiser is ``torch.optim.AdamW(fused=True)`` where the device supports it: on 2 CPU
-  cores the single-tensor AdamW step over MiniLM's 22.7M parameters takes about 150 ms, the
-  fused kernel about 15-20 ms. (``transformers.Trainer`` 5.x uses the fused kernel by
-  default too, so this is parity, not an edge, against it.)
-* batches are grouped by length and padded dynamically (``batching.py``); our grouping pads
-  about 9% fewer tokens than Trainer's ``group_by_length`` on 2,000 SST-2 sentences, which is
-  most of our measured edge. The rest of a step is the model's own matrix arithmetic.
+add heads without touching the loop. On speed (``benchmarks/throughput.py``): the optimiser is
+fused AdamW (``optimization.py``), and batches are grouped by length and padded dynamically
+(``data/batching.py``); our grouping pads about 9% fewer tokens than Trainer's
+``group_by_length`` on 2,000 SST-2 sentences, which is most of our measured edge. The rest of a
+step is the model's own matrix arithmetic.
 
 Everything else is Accelerate's: device placement, DDP, mixed precision, gradient
 accumulation, gathering predictions across processes, checkpoints (``save_state``).
+
+The loop, top to bottom: :meth:`StageTrainer.train` sets up a :class:`TrainingRun` (loaders,
+optimiser, schedule), restores a checkpoint's :class:`LoopState` or starts a fresh one, then
+alternates ``_train_epoch`` (each batch through ``_training_step``, each optimiser step counted,
+checkpointed or stopped in ``_count_optimizer_step``) and ``_end_epoch`` (evaluation, best
+weights, patience, checkpoint). Only :class:`LoopState` travels through checkpoints.
 """
 
 from __future__ import annotations
 
-import logging
-import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 import torch
 from accelerate import Accelerator
-from accelerate.state import AcceleratorState
+from torch.optim.lr_scheduler import LRScheduler
+from torch.utils.data import DataLoader
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
-from transformers import get_scheduler
 
-from ..data.batching import eval_dataloader, sort_by_length, train_dataloader
-from .checkpointing import StageCheckpoints, StopOnInterrupt, capture_rng, restore_rng
 from ..config import TrainingConfig
-from .distributed import cpu_world
-from ..errors import ConfigError
+from ..data.batching import eval_dataloader, sort_by_length
 from ..metrics.scores import compute_metrics
-from ..data.streaming import is_stream, stream_dataloader
+from ..modeling.layerwise import GradualUnfreezing
+from .accelerator import make_accelerator
+from .checkpointing import StageCheckpoints, StopOnInterrupt, capture_rng, restore_rng
+from .loaders import TrainBatches, aux_batches
+from .loop_state import LoopState, StageResult
+from .optimization import create_adamw, create_scheduler, parameter_groups
+from .selection import is_better
 
-logger = logging.getLogger(__name__)
+# make_accelerator lives in accelerator.py; it is also named here, where callers have long found it
+__all__ = ["StageTrainer", "StageResult", "make_accelerator"]
 
-LOWER_IS_BETTER = ("loss",)
-
-
-def make_accelerator(mixed_precision: str = "no", cpu: bool = False) -> Accelerator:
-    """An Accelerator; in a single process its state is reset if the precision changes.
-
-    Accelerate keeps one process-wide state and refuses a second ``Accelerator`` with another
-    precision. A notebook or a test suite that runs several configurations in one process
-    needs that reset; under a distributed launcher the state is never reset.
-    """
-    state = AcceleratorState._shared_state
-    if state and state.get("_mixed_precision", mixed_precision) != mixed_precision:
-        if state.get("num_processes", 1) == 1:
-            AcceleratorState._reset_state(reset_partial_state=False)
-    # several processes on a machine without GPUs: Accelerate needs cpu=True to start gloo
-    return Accelerator(mixed_precision=mixed_precision, cpu=cpu or cpu_world())
+# the epoch summary line shows 4 significant digits, not 4 decimals: a learning rate of 2.7e-05
+# must not print as 0.0
+SUMMARY_FORMAT = ".4g"
 
 
 @dataclass
-class StageResult:
-    """What one stage's training produced."""
+class TrainingRun:
+    """What one call of :meth:`StageTrainer.train` works with, besides the :class:`LoopState`."""
 
-    history: List[Dict[str, Any]] = field(default_factory=list)
-    best_epoch: Optional[int] = None
-    best_metric: Optional[float] = None
-    stopped_early: bool = False
-    optimizer_steps: int = 0
-    train_samples: int = 0
-    train_time_s: float = 0.0
-    eval_time_s: float = 0.0
+    model: torch.nn.Module  # as prepared by Accelerate (DDP-wrapped under several processes)
+    optimizer: torch.optim.Optimizer
+    scheduler: LRScheduler
+    batches: TrainBatches
+    eval_loader: Optional[DataLoader] = None  # validation, evaluated after each epoch
+    unfreezing: Optional[GradualUnfreezing] = None
+    checkpoints: Optional[StageCheckpoints] = None
+    aux: Optional[Iterator] = None  # the auxiliary batches, one per main batch
+    best_weights: Optional[Dict[str, torch.Tensor]] = None  # on the CPU, for load_best_model_at_end
+    pending_rng: Optional[Dict[str, Any]] = None  # RNG states to put back once a resumed epoch's first batch is in
+    bar: Optional[tqdm] = None
+    stop: Optional[StopOnInterrupt] = None
+    clock: float = 0.0  # when the training time last counted (time.perf_counter)
 
-    @property
-    def train_samples_per_s(self) -> float:
-        return self.train_samples / self.train_time_s if self.train_time_s > 0 else 0.0
+    def restore_pending_rng(self) -> None:
+        if self.pending_rng is not None:
+            restore_rng(self.pending_rng)
+            self.pending_rng = None
 
-
-def _no_decay(name: str) -> bool:
-    return name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name or "layernorm" in name.lower()
+    def count_train_time(self, result: StageResult) -> None:
+        """Add the time since the clock last counted to ``result.train_time_s``."""
+        now = time.perf_counter()
+        result.train_time_s += now - self.clock
+        self.clock = now
 
 
 class StageTrainer:
@@ -90,7 +89,7 @@ class StageTrainer:
         tokenizer: its tokenizer (for padding).
         args (`TrainingConfig`): the stage's settings.
         accelerator (`Accelerator`): shared by the run.
-        metrics (`list[str]`): metric names (see ``metrics.py``).
+        metrics (`list[str]`): metric names (see ``metrics/scores.py``).
         seed (`int`): seed of shuffling and dropout.
         head_parameters (`list[str]`, *optional*): names of the new head's parameters, which
             get ``args.head_learning_rate`` when set.
@@ -130,49 +129,20 @@ class StageTrainer:
         self.desc = desc
         self.resume = resume
 
-    # ------------------------------------------------------------------ pieces
+    # ------------------------------------------------------------------ hooks
     def parameter_groups(self) -> List[Dict[str, Any]]:
-        """AdamW groups: no weight decay on biases and LayerNorm; the head's own rate; with
-        ``layerwise_lr_decay``, ``learning_rate * decay ** depth`` by depth from the top."""
-        head_lr = self.args.head_learning_rate or self.args.learning_rate
-        depths = None
-        if self.args.layerwise_lr_decay is not None:
-            from ..modeling.layerwise import parameter_depths
-
-            depths = parameter_depths(self.model)
-        groups: Dict[tuple, List[torch.nn.Parameter]] = {}
-        for name, p in self.model.named_parameters():
-            if not p.requires_grad:
-                continue
-            decay = 0.0 if _no_decay(name) else self.args.weight_decay
-            lr = head_lr if name in self.head_parameters else self.args.learning_rate
-            if depths is not None and name not in self.head_parameters:
-                lr = self.args.learning_rate * self.args.layerwise_lr_decay ** depths[id(p)]
-            groups.setdefault((decay, lr), []).append(p)
-        return [{"params": ps, "weight_decay": d, "lr": lr} for (d, lr), ps in groups.items()]
+        """AdamW groups (``optimization.parameter_groups``): no weight decay on biases and
+        LayerNorm; the head's own rate; with ``layerwise_lr_decay``, lower rates further down."""
+        return parameter_groups(self.model, self.args, self.head_parameters)
 
     def create_optimizer(self) -> torch.optim.Optimizer:
-        groups = self.parameter_groups()
-        if not groups:
-            raise ConfigError("every parameter is frozen; nothing to train. Freeze less (freeze_layers, "
-                              "freeze_patterns, freeze_embeddings).")
-        try:
-            # the fused kernel: ~10x faster than the default on CPU, and the fastest on GPU
-            return torch.optim.AdamW(groups, lr=self.args.learning_rate, fused=True)
-        except (RuntimeError, TypeError, ValueError):
-            return torch.optim.AdamW(groups, lr=self.args.learning_rate)
+        return create_adamw(self.parameter_groups(), self.args.learning_rate)
 
     def compute_loss(self, model, batch, aux_batch=None) -> torch.Tensor:
         return model(**batch).loss
 
     def on_step(self, step: int, total_steps: int) -> None:
         """Called before each forward pass with the optimiser steps done so far; a no-op here."""
-
-    def _better(self, value: float, best: Optional[float]) -> bool:
-        if best is None:
-            return True
-        lower = any(k in self.args.metric_for_best_model for k in LOWER_IS_BETTER)
-        return value < best if lower else value > best
 
     # ------------------------------------------------------------------ train
     def train(self, train_ds, eval_ds=None, aux_ds=None) -> StageResult:
@@ -184,227 +154,171 @@ class StageTrainer:
         stops training; with ``resume`` set, training continues from the newest complete one
         (see ``checkpointing.py``).
         """
+        run = self._start_run(train_ds, eval_ds)
+        state = self._restore_checkpoint(run)
+        if aux_ds is not None:  # one auxiliary batch per main batch: skip as many as were trained on
+            run.aux = aux_batches(aux_ds, self.tokenizer, self.args, self.accelerator, self.seed,
+                                  start=run.batches.consumed(state.epoch, state.batch))
+        run.bar = tqdm(total=run.batches.total_steps, initial=state.result.optimizer_steps, desc=self.desc,
+                       disable=not self.accelerator.is_local_main_process, dynamic_ncols=True)
+        with StopOnInterrupt(self.accelerator) as run.stop:
+            while state.epoch < run.batches.num_epochs:
+                self._train_epoch(run, state)
+                if self._end_epoch(run, state):
+                    break
+        run.bar.close()
+        return self._finish_run(run, state)
+
+    def _start_run(self, train_ds, eval_ds=None) -> TrainingRun:
+        """Loaders, optimiser and schedule of this stage, prepared by the accelerator."""
         args, acc = self.args, self.accelerator
         # One accelerator serves every stage; what earlier stages (or an evaluation) prepared
         # must not be in this stage's checkpoints, or a resumed run, which skips finished
         # stages, would load another stage's weights into this model.
         acc.free_memory()
-        acc._custom_objects.clear()
         set_seed(self.seed)
         acc.gradient_accumulation_steps = args.gradient_accumulation_steps
-        streaming = is_stream(train_ds)
-        if streaming:
-            # A stream (streaming.py) has no length: the whole budget of max_steps is one "epoch"
-            # of an endless loader, evaluated at its end. Each process reads its own part of
-            # the stream; the loader is not passed to `prepare`, because Accelerate would
-            # dispatch an iterable's batches from the main process (which then reads it all).
-            if not args.max_steps:
-                raise ConfigError(f"[{self.desc}] a streamed training set needs `max_steps` (it has no epochs).")
-
-            def stream_loader(skip_batches: int = 0):
-                return stream_dataloader(train_ds, self.tokenizer, args.batch_size, self.seed, args.group_by_length,
-                                         rank=acc.process_index, world_size=acc.num_processes,
-                                         skip_batches=skip_batches)
-
-            loader = stream_loader()
-            sampler = None
-            total_steps = steps_per_epoch = args.max_steps
-            num_epochs = 1
-        else:
-            loader = train_dataloader(train_ds, self.tokenizer, args.batch_size, self.seed, args.group_by_length,
-                                      num_replicas=acc.num_processes)
-            sampler = loader.batch_sampler
-            steps_per_epoch = math.ceil(len(loader) / acc.num_processes / args.gradient_accumulation_steps)
-            total_steps = args.max_steps or steps_per_epoch * args.num_epochs
-            num_epochs = math.ceil(total_steps / steps_per_epoch) if args.max_steps else args.num_epochs
+        batches = TrainBatches(train_ds, self.tokenizer, args, acc, self.seed, self.desc)
         optimizer = self.create_optimizer()
-        scheduler = get_scheduler(
-            args.lr_scheduler,
-            optimizer,
-            num_warmup_steps=int(args.warmup_ratio * total_steps),
-            num_training_steps=total_steps,
-        )
-        # The scheduler is not passed through `prepare`: Accelerate's wrapper steps it once per
-        # process on every optimiser step (it expects a schedule sized for the unsharded
-        # loader), while ours is sized in this process's optimiser steps; so we step it
-        # ourselves, once per real optimiser step, and register it for checkpoints.
-        if streaming:
-            model, optimizer = acc.prepare(self.model, optimizer)
-        else:
-            model, optimizer, loader = acc.prepare(self.model, optimizer, loader)
-        unfreezing = None
-        if args.gradual_unfreezing:
-            from ..modeling.layerwise import GradualUnfreezing
-
-            unfreezing = GradualUnfreezing(self.model, args.unfreeze_every_steps)
-        acc.register_for_checkpointing(scheduler)
+        # stepped here, once per real optimiser step, and saved in our checkpoints (optimization.py)
+        scheduler = create_scheduler(args, optimizer, batches.total_steps)
+        model, optimizer = acc.prepare(self.model, optimizer)
+        batches.prepare()
+        unfreezing = GradualUnfreezing(self.model, args.unfreeze_every_steps) if args.gradual_unfreezing else None
         eval_loader = None
         if eval_ds is not None and args.eval_every_epoch:
             eval_loader = acc.prepare(eval_dataloader(sort_by_length(eval_ds), self.tokenizer, args.eval_batch_size))
+        checkpoints = StageCheckpoints(self.checkpoint_dir, acc) if self.checkpoint_dir is not None else None
+        return TrainingRun(model=model, optimizer=optimizer, scheduler=scheduler, batches=batches,
+                           eval_loader=eval_loader, unfreezing=unfreezing, checkpoints=checkpoints)
 
-        result = StageResult()
-        best_state = None
-        stale = 0
-        # where the loop is: (epoch, batches of this process consumed in it) and the running loss
-        start_epoch, skip, running, seen_batches, epoch_samples = 0, 0, 0.0, 0, 0
-        pending_rng = None
-        ckpt = StageCheckpoints(self.checkpoint_dir, acc) if self.checkpoint_dir is not None else None
-        if ckpt is not None and self.resume and (latest := ckpt.latest()) is not None:
-            loop, best_state = ckpt.load(latest)
-            result = StageResult(**loop["result"])
-            stale, start_epoch, skip = loop["stale"], loop["epoch"], loop["batch"]
-            running, seen_batches, epoch_samples = loop["running"], loop["seen_batches"], loop["epoch_samples"]
-            # Creating the resumed data iterator draws from the global RNG (torch's DataLoader
-            # seeds its workers from it). Mid-epoch, an uninterrupted run drew that at the
-            # epoch's start, before the checkpoint, so the RNG states are put back once the first
-            # batch is in. At an epoch boundary (skip == 0) the uninterrupted run draws it after
-            # the checkpoint too, so nothing is put back.
-            pending_rng = capture_rng() if skip else None
-            if acc.is_local_main_process:
-                tqdm.write(f"[{self.desc}] resuming from {latest} (epoch {start_epoch + 1}, batch {skip}, "
-                           f"step {result.optimizer_steps})")
+    def _restore_checkpoint(self, run: TrainingRun) -> LoopState:
+        """The newest complete checkpoint's loop state when resuming (weights, optimiser,
+        schedule and RNG restored with it); otherwise a fresh one."""
+        if run.checkpoints is None or not self.resume or (latest := run.checkpoints.latest()) is None:
+            return LoopState()
+        saved = run.checkpoints.load(latest)
+        run.scheduler.load_state_dict(saved.scheduler)
+        run.best_weights = saved.best_weights
+        state = saved.loop
+        # Creating the resumed data iterator draws from the global RNG (torch's DataLoader
+        # seeds its workers from it). Mid-epoch, an uninterrupted run drew that at the
+        # epoch's start, before the checkpoint, so the RNG states are put back once the first
+        # batch is in. At an epoch boundary (batch 0) the uninterrupted run draws it after
+        # the checkpoint too, so nothing is put back.
+        run.pending_rng = capture_rng() if state.batch else None
+        if self.accelerator.is_local_main_process:
+            tqdm.write(f"[{self.desc}] resuming from {latest} (epoch {state.epoch + 1}, batch {state.batch}, "
+                       f"step {state.result.optimizer_steps})")
+        return state
 
-        # one auxiliary batch per main batch: on resume, skip as many as the main loop consumed
-        aux_start = skip if streaming else start_epoch * len(loader) + skip
-        aux_batches = self._cycle(aux_ds, start=aux_start) if aux_ds is not None else None
+    def _train_epoch(self, run: TrainingRun, state: LoopState) -> None:
+        """One pass over the training batches (or what a resumed run has left of one)."""
+        run.model.train()
+        run.clock = time.perf_counter()
+        state.start_epoch()
+        for batch in run.batches.epoch(state.epoch, skip=state.batch):
+            run.restore_pending_rng()
+            stepped = self._training_step(run, state, batch)
+            if stepped and self._count_optimizer_step(run, state):
+                break  # the step budget is spent
+        run.restore_pending_rng()  # resumed at the very end of an epoch: no batch came
+        run.count_train_time(state.result)
+        state.result.train_samples += state.epoch_samples * self.accelerator.num_processes
 
-        def save(epoch: int, batch: int, elapsed: float) -> None:
-            loop = {"stage": self.desc, "epoch": epoch, "batch": batch, "stale": stale, "running": running,
-                    "seen_batches": seen_batches, "epoch_samples": epoch_samples,
-                    "result": dict(asdict(result), train_time_s=result.train_time_s + elapsed)}
-            ckpt.save(result.optimizer_steps, loop, best_state)
+    def _training_step(self, run: TrainingRun, state: LoopState, batch) -> bool:
+        """Forward and backward on one batch; True when it completed an optimiser step (with
+        gradient accumulation, only every ``gradient_accumulation_steps``-th batch does)."""
+        acc, model = self.accelerator, run.model
+        self.on_step(state.result.optimizer_steps, run.batches.total_steps)
+        with acc.accumulate(model):
+            if run.aux is not None:
+                loss = self.compute_loss(model, batch, aux_batch=next(run.aux))
+            else:
+                loss = self.compute_loss(model, batch)
+            acc.backward(loss)
+            if acc.sync_gradients:
+                self._prepare_gradients(run, state)
+            run.optimizer.step()  # a no-op while accumulating (Accelerate skips it)
+            if acc.sync_gradients:
+                run.scheduler.step()
+            run.optimizer.zero_grad(set_to_none=True)
+        state.add_batch(loss.detach().float().item(), batch["input_ids"].shape[0])
+        return acc.sync_gradients
 
-        bar = tqdm(total=total_steps, initial=result.optimizer_steps, desc=self.desc,
-                   disable=not acc.is_local_main_process, dynamic_ncols=True)
-        with StopOnInterrupt(acc) as stop:
-            for epoch in range(start_epoch, num_epochs):
-                model.train()
-                start = time.perf_counter()
-                epoch_loader, batch_index = loader, skip
-                if skip and streaming:  # replay the seeded stream, dropping the batches already trained on
-                    epoch_loader = stream_loader(skip)
-                elif skip:
-                    epoch_loader = acc.skip_first_batches(loader, skip)
-                else:
-                    running, seen_batches, epoch_samples = 0.0, 0, 0
-                skip = 0
-                # Accelerate's loader re-sets the sampler's epoch to its own iteration count when
-                # iterated; a resumed run starts that count at 0, so it is set explicitly.
-                for obj in (epoch_loader, sampler):
-                    if hasattr(obj, "set_epoch"):
-                        obj.set_epoch(epoch)
-                for batch in epoch_loader:
-                    if pending_rng is not None:
-                        restore_rng(pending_rng)
-                        pending_rng = None
-                    if streaming:
-                        batch = batch.to(acc.device)
-                    self.on_step(result.optimizer_steps, total_steps)
-                    with acc.accumulate(model):
-                        if aux_batches is not None:
-                            loss = self.compute_loss(model, batch, aux_batch=next(aux_batches))
-                        else:
-                            loss = self.compute_loss(model, batch)
-                        acc.backward(loss)
-                        if acc.sync_gradients and unfreezing is not None:
-                            # after the all-reduce: not-yet-unfrozen parameters get no update (layerwise.py)
-                            unfreezing.mask_gradients(model.parameters(), result.optimizer_steps, epoch)
-                        if acc.sync_gradients and args.max_grad_norm:
-                            acc.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                        optimizer.step()  # a no-op while accumulating (Accelerate skips it)
-                        if acc.sync_gradients:
-                            scheduler.step()
-                        optimizer.zero_grad(set_to_none=True)
-                    epoch_samples += batch["input_ids"].shape[0]
-                    running += loss.detach().float().item()
-                    seen_batches += 1
-                    batch_index += 1
-                    if acc.sync_gradients:
-                        result.optimizer_steps += 1
-                        bar.update(1)
-                        bar.set_postfix(loss=f"{running / seen_batches:.4f}", epoch=epoch + 1)
-                        if result.optimizer_steps >= total_steps:
-                            break
-                        interrupted = stop.requested()
-                        if ckpt is not None and (interrupted or (args.save_steps and
-                                                                 result.optimizer_steps % args.save_steps == 0)):
-                            save(epoch, batch_index, time.perf_counter() - start)
-                        if interrupted:
-                            raise KeyboardInterrupt(f"{self.desc}: stopped at step {result.optimizer_steps}")
-                if pending_rng is not None:  # resumed at the very end of an epoch: no batch came
-                    restore_rng(pending_rng)
-                    pending_rng = None
-                result.train_time_s += time.perf_counter() - start
-                result.train_samples += epoch_samples * acc.num_processes
-                entry: Dict[str, Any] = {"epoch": epoch + 1, "step": result.optimizer_steps,
-                                         "train_loss": running / max(seen_batches, 1),
-                                         "learning_rate": scheduler.get_last_lr()[0]}
-                if eval_loader is not None:
-                    t0 = time.perf_counter()
-                    metrics, _, _ = self._evaluate_loader(model, eval_loader)
-                    result.eval_time_s += time.perf_counter() - t0
-                    entry.update({f"eval_{k}": v for k, v in metrics.items()})
-                    value = metrics[args.metric_for_best_model]
-                    if self._better(value, result.best_metric):
-                        result.best_metric, result.best_epoch, stale = value, epoch + 1, 0
-                        if args.load_best_model_at_end:
-                            best_state = {k: v.detach().to("cpu", copy=True)
-                                          for k, v in acc.unwrap_model(model).state_dict().items()}
-                    else:
-                        stale += 1
-                result.history.append(entry)
-                if acc.is_local_main_process:
-                    # 4 significant digits, not 4 decimals: a learning rate of 2.7e-05 must not print as 0.0
-                    shown = {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in entry.items()}
-                    bar.write(f"[{self.desc}] {shown}")
-                if args.early_stopping_patience and stale >= args.early_stopping_patience:
-                    result.stopped_early = True
-                finished = result.optimizer_steps >= total_steps or result.stopped_early
-                interrupted = stop.requested()
-                if ckpt is not None and (args.save_checkpoints or interrupted):
-                    running, seen_batches, epoch_samples = 0.0, 0, 0
-                    save(num_epochs if finished else epoch + 1, 0, 0.0)
-                if finished:
-                    break
-                if interrupted:
-                    raise KeyboardInterrupt(f"{self.desc}: stopped after epoch {epoch + 1}")
-        bar.close()
-        if best_state is not None:
-            acc.unwrap_model(model).load_state_dict(best_state)
-        self.model = acc.unwrap_model(model)
-        acc.free_memory()
-        return result
+    def _prepare_gradients(self, run: TrainingRun, state: LoopState) -> None:
+        """Before an optimiser step, after the all-reduce: gradual unfreezing drops the
+        gradients of still-frozen layers (``layerwise.py``), then the norm is clipped."""
+        if run.unfreezing is not None:
+            run.unfreezing.mask_gradients(run.model.parameters(), state.result.optimizer_steps, state.epoch)
+        if self.args.max_grad_norm:
+            self.accelerator.clip_grad_norm_(run.model.parameters(), self.args.max_grad_norm)
 
-    def _cycle(self, ds, start: int = 0):
-        """Endless batches of ``ds`` (reshuffled each pass), sharded like the main loader,
-        starting after ``start`` batches (a resumed run continues where the stream was)."""
-        acc = self.accelerator
-        if is_stream(ds):  # endless already; sharded per process like the main stream
-            yield from (b.to(acc.device) for b in stream_dataloader(
-                ds, self.tokenizer, self.args.batch_size, self.seed + 1, self.args.group_by_length,
-                rank=acc.process_index, world_size=acc.num_processes, skip_batches=start))
-            return
-        loader = train_dataloader(ds, self.tokenizer, self.args.batch_size, self.seed + 1, self.args.group_by_length,
-                                  num_replicas=acc.num_processes)
-        sampler = loader.batch_sampler
-        loader = acc.prepare(loader)
-        epoch, skip = divmod(start, max(len(loader), 1))
-        while True:
-            for obj in (loader, sampler):
-                if hasattr(obj, "set_epoch"):
-                    obj.set_epoch(epoch)
-            source = acc.skip_first_batches(loader, skip) if skip else loader
-            skip = 0
-            # Starting a pass draws a seed from the global RNG (torch's DataLoader); forking it
-            # keeps dropout's random stream the same whenever this pass starts, so a resumed
-            # run, which starts it at another moment, stays identical to an uninterrupted one.
-            with torch.random.fork_rng():
-                batches = iter(source)
-                first = next(batches, None)
-            if first is not None:
-                yield first
-                yield from batches
-            epoch += 1
+    def _count_optimizer_step(self, run: TrainingRun, state: LoopState) -> bool:
+        """Count the step, then checkpoint or stop if due; True once the step budget is spent."""
+        result, save_steps = state.result, self.args.save_steps
+        result.optimizer_steps += 1
+        run.bar.update(1)
+        run.bar.set_postfix(loss=f"{state.mean_loss:.4f}", epoch=state.epoch + 1)
+        if result.optimizer_steps >= run.batches.total_steps:
+            return True
+        interrupted = run.stop.requested()  # every process asks, so all agree
+        if run.checkpoints is not None and (interrupted or (save_steps and result.optimizer_steps % save_steps == 0)):
+            run.count_train_time(result)  # the checkpoint's result includes this epoch's time so far
+            self._save_checkpoint(run, state)
+        if interrupted:
+            raise KeyboardInterrupt(f"{self.desc}: stopped at step {result.optimizer_steps}")
+        return False
+
+    def _end_epoch(self, run: TrainingRun, state: LoopState) -> bool:
+        """Evaluate, keep the best weights, count patience, checkpoint; True when training is over."""
+        args, result, epoch = self.args, state.result, state.epoch
+        entry: Dict[str, Any] = {"epoch": epoch + 1, "step": result.optimizer_steps, "train_loss": state.mean_loss,
+                                 "learning_rate": run.scheduler.get_last_lr()[0]}
+        if run.eval_loader is not None:
+            entry.update(self._evaluate_epoch(run, state))
+        result.history.append(entry)
+        if self.accelerator.is_local_main_process:
+            shown = {k: float(format(v, SUMMARY_FORMAT)) if isinstance(v, float) else v for k, v in entry.items()}
+            run.bar.write(f"[{self.desc}] {shown}")
+        if args.early_stopping_patience and state.epochs_without_improvement >= args.early_stopping_patience:
+            result.stopped_early = True
+        finished = result.optimizer_steps >= run.batches.total_steps or result.stopped_early
+        interrupted = run.stop.requested()
+        state.end_epoch(run.batches.num_epochs if finished else epoch + 1)
+        if run.checkpoints is not None and (args.save_checkpoints or interrupted):
+            self._save_checkpoint(run, state)
+        if interrupted and not finished:
+            raise KeyboardInterrupt(f"{self.desc}: stopped after epoch {epoch + 1}")
+        return finished
+
+    def _evaluate_epoch(self, run: TrainingRun, state: LoopState) -> Dict[str, float]:
+        """Validation metrics (``eval_*``); a new best keeps its weights and resets the patience."""
+        args, result = self.args, state.result
+        t0 = time.perf_counter()
+        metrics, _, _ = self._evaluate_loader(run.model, run.eval_loader)
+        result.eval_time_s += time.perf_counter() - t0
+        value = metrics[args.metric_for_best_model]
+        if is_better(value, result.best_metric, args.metric_for_best_model):
+            result.best_metric, result.best_epoch, state.epochs_without_improvement = value, state.epoch + 1, 0
+            if args.load_best_model_at_end:
+                weights = self.accelerator.unwrap_model(run.model).state_dict()
+                run.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in weights.items()}
+        else:
+            state.epochs_without_improvement += 1
+        return {f"eval_{k}": v for k, v in metrics.items()}
+
+    def _save_checkpoint(self, run: TrainingRun, state: LoopState) -> None:
+        run.checkpoints.save(state, run.scheduler.state_dict(), run.best_weights)
+
+    def _finish_run(self, run: TrainingRun, state: LoopState) -> StageResult:
+        """Load the best weights if kept, hand the plain model back and release Accelerate's references."""
+        model = self.accelerator.unwrap_model(run.model)
+        if run.best_weights is not None:
+            model.load_state_dict(run.best_weights)
+        self.model = model
+        self.accelerator.free_memory()
+        return state.result
 
     # ------------------------------------------------------------------ evaluate
     @torch.no_grad()

@@ -1,0 +1,7 @@
+"""Defaults of ``predict`` and ``evaluate``, in a module without torch so the CLI's argument
+parser shares them without loading a model library."""
+
+DEFAULT_BATCH_SIZE = 64  # rows per forward pass: fills a CPU's matrix units without large padding waste
+# Rows read, tokenized and length-sorted together: memory is bounded by it, and the sort inside
+# a chunk is what keeps padding low.
+DEFAULT_CHUNK_ROWS = 4096
