@@ -69,7 +69,10 @@ def test_features_are_computed_once(sample_run_config, tmp_path, monkeypatch):
     expected = sum(-(-rows[s] // 16) for s in ("train", "validation", "test"))
     assert calls == {"encode": 3, "forward": expected}  # one pass per split, not per epoch
     assert transfer["parameters"]["trainable_parameters"] < transfer["parameters"]["total_parameters"]
-    assert (tmp_path / "f" / "model" / "feature_head.pt").is_file()
+    # a standard classifier folder with the target's labels (no separate feature head to load)
+    assert not list((tmp_path / "f" / "model").glob("feature_head*"))
+    assert json.loads((tmp_path / "f" / "model" / "config.json").read_text())["id2label"] == {"0": "negative",
+                                                                                            "1": "positive"}
 
 
 @pytest.mark.parametrize("head", ["linear", "logistic"])

@@ -1,6 +1,7 @@
 """Bad inputs: each raises the right error class, with a message that names the file, column,
 row or option and the fix, and raises it before any training starts."""
 
+import json
 import os
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -75,7 +76,12 @@ def test_unknown_format_xlsx(tmp_path):
         load_task(TaskConfig(name="reviews", data_files=str(f)))
     msg = str(err.value)
     assert str(f) in msg and "'.xlsx'" in msg
-    assert "`reviews.format`" in msg and "csv, tsv, json, jsonl, parquet" in msg
+    # the option as the user writes it: bare for a task on its own (it used to be the task's
+    # name, `reviews.format`, which is no option anywhere), `target.format` inside a run
+    assert "Set `format` to one of csv, tsv, json, jsonl, parquet" in msg
+    run = RunConfig.from_yaml(SAMPLE_RECIPE, overrides=[f"target.data_files={f}"])
+    with pytest.raises(DataError, match=r"Set `target\.format` to one of csv"):
+        load_task(run.target)
 
 
 def test_unknown_format_option():
@@ -164,7 +170,7 @@ def test_empty_text_error_lists_rows(tmp_path):
     msg = str(err.value)
     assert "row(s) 2, 4, 7." in msg
     assert "reviews.csv" in msg and "['text']" in msg
-    assert "`reviews.empty_text: drop`" in msg
+    assert "set `empty_text: drop`" in msg  # (was `reviews.empty_text`, the task's name: no such option)
 
 
 def test_empty_text_drop_records_count(tmp_path):
@@ -565,4 +571,182 @@ def test_undeclared_one_based_labels_warn(data_dir, caplog):
     with caplog.at_level("WARNING", logger="textransfer.data"):
         data = load_task(task)
     assert data.label_names == ["0", "1", "2", "3", "4"]  # inferred as asked, but flagged
-    assert "`ag.label_base: 1`" in caplog.text and "1..4" in caplog.text
+    # the option as written (it was `ag.label_base`, the task's name, which is no option)
+    assert "set `label_base: 1`" in caplog.text and "1..4" in caplog.text
+
+
+# ---------------------------------------------------------------------------- hints name the config path
+def run_target(*overrides):
+    """The sample recipe's target task, as a run builds it (its hints name `target.<option>`)."""
+    return RunConfig.from_yaml(SAMPLE_RECIPE, overrides=list(overrides)).target
+
+
+@pytest.mark.parametrize("case, overrides, hint", [
+    ("empty", ["target.empty_text=error"], "`target.empty_text: drop`"),
+    ("good", ["target.text_columns=[review]"], "Fix `target.text_columns`"),
+    ("good", ["target.test_split=heldout"], "(from `target.test_split`)"),
+    ("good", ["target.k_per_class=500"], "Lower `target.k_per_class` to at most"),
+    ("good", ["target.validation_fraction=0", "target.validation_split=validation"],
+     "`target.validation_fraction` is 0"),
+    ("good", ["target.filters=[\"stars > 3\"]"], "(from `target.filters`)"),
+    ("neutral", [], "Add the label(s) to `target.label_names`"),
+])
+def test_data_hints_name_the_option_as_a_run_spells_it(case, overrides, hint, tmp_path):
+    rows = good_rows(40)
+    if case == "empty":
+        rows[4] = ",positive"
+    if case == "neutral":
+        rows[4] = "so-so,neutral"
+    f = csv_rows(tmp_path / "reviews.csv", rows)
+    with pytest.raises(DataError) as err:
+        load_task(run_target(f"target.data_files={f}", *overrides))
+    assert hint in str(err.value)
+    assert "`reviews." not in str(err.value)  # never the task's name where an option belongs
+
+
+def test_empty_text_hint_works_when_followed(tmp_path):
+    rows = good_rows(40)
+    rows[4] = ",positive"
+    f = csv_rows(tmp_path / "reviews.csv", rows)
+    with pytest.raises(DataError, match=r"set `target\.empty_text: drop`"):
+        load_task(run_target(f"target.data_files={f}"))
+    data = load_task(run_target(f"target.data_files={f}", "target.empty_text=drop"))
+    assert data.info["dropped_empty"] == {"train": 1}
+
+
+def test_source_hints_name_the_source_section(tmp_path):
+    f = csv_rows(tmp_path / "news.csv", good_rows(40))
+    cfg = RunConfig.from_yaml(SAMPLE_RECIPE, overrides=[f"source.data_files={f}"])
+    with pytest.raises(DataError, match=r"Add the label\(s\) to `source\.label_names`"):
+        load_task(cfg.source)
+
+
+def test_task_config_errors_name_their_option_for_the_command_line():
+    with pytest.raises(ConfigError) as err:
+        RunConfig.from_yaml(SAMPLE_RECIPE, overrides=["target.label_base=2"])
+    assert err.value.option == "target.label_base"
+    assert str(err.value).startswith("command-line override `target.label_base=2`: in `target`:")
+
+
+# ---------------------------------------------------------------------------- mixed labels
+def mixed_rows():
+    rows = good_rows(20)
+    rows[3], rows[5], rows[8] = "x,0", "y,1", "z,0"  # rows 4, 6 and 9
+    return rows
+
+
+def test_mixed_labels_list_the_rows_of_each_value(tmp_path):
+    f = csv_rows(tmp_path / "reviews.csv", mixed_rows())
+    with pytest.raises(DataError) as err:
+        load_task(run_target(f"target.data_files={f}"))
+    msg = str(err.value)
+    # each unexpected value with its own rows (the message used to give all three rows to '0')
+    assert "label '0' in row(s) 4, 9; label '1' in row(s) 6:" in msg
+    assert "not in the declared label set ['negative', 'positive']" in msg and "`target.label_names`" in msg
+
+
+def test_undeclared_mixed_labels_are_an_error_whose_fix_works(tmp_path):
+    f = csv_rows(tmp_path / "reviews.csv", mixed_rows())
+    with pytest.raises(DataError) as err:
+        load_task(TaskConfig(name="reviews", data_files=f))  # not silently a 4-class task
+    msg = str(err.value)
+    assert "column 'label' mixes numbers and words: label '0' in row(s) 4, 9; label '1' in row(s) 6" in msg
+    assert "reviews.csv" in msg and "['negative', 'positive']" in msg
+    suggested = msg.split("`label_names: ")[1].split("`")[0]
+    assert suggested == '["0", "1", "negative", "positive"]'
+    data = load_task(TaskConfig(name="reviews", data_files=f, label_names=yaml.safe_load(suggested)))
+    assert data.label_names == ["0", "1", "negative", "positive"]
+
+
+def test_several_out_of_range_ints_each_with_their_rows(tmp_path):
+    rows = [f"text {i},{i % 3}" for i in range(20)]
+    rows[5], rows[7], rows[11] = "text 5,7", "text 7,9", "text 11,7"
+    f = csv_rows(tmp_path / "t.csv", rows)
+    with pytest.raises(DataError) as err:
+        load_task(TaskConfig(name="t", data_files=f, label_names=["a", "b", "c"]))
+    assert "label 7 in row(s) 6, 12; label 9 in row(s) 8:" in str(err.value)
+
+
+# ---------------------------------------------------------------------------- encodings
+LATIN1_ROWS = [f"caf\u00e9 cr\u00e8me num\u00e9ro {i},{'negative' if i % 2 else 'positive'}" for i in range(40)]
+
+
+def latin1_file(path: Path) -> str:
+    path.write_bytes(("text,label\n" + "\n".join(LATIN1_ROWS) + "\n").encode("latin-1"))
+    return str(path)
+
+
+def test_latin1_file_names_file_line_offset_and_option(tmp_path):
+    f = latin1_file(tmp_path / "reviews.csv")
+    assert b"caf\xe9" in Path(f).read_bytes()  # a real Latin-1 file: é is the single byte 0xe9
+    with pytest.raises(DataError) as err:
+        load_task(run_target(f"target.data_files={f}"))
+    msg = str(err.value)
+    # line 2 is the first data line; after the 11-byte header, "caf" puts é at byte 14
+    assert f"file '{f}' is not valid utf-8 (`target.encoding`): line 2, byte offset 14 has the byte(s) 0xe9" in msg
+    assert "set `target.encoding: latin-1` (line 2 then reads 'café crème numéro 0,positive')" in msg
+    data = load_task(run_target(f"target.data_files={f}", "target.encoding=latin-1"))  # the fix, followed
+    texts = {t for ds in data.splits.values() for t in ds["text"][:]}
+    assert texts == {r.rsplit(",", 1)[0] for r in LATIN1_ROWS}
+
+
+def test_latin1_file_from_the_command_line_before_training(tmp_path, capsys, no_training):
+    f = latin1_file(tmp_path / "reviews.csv")
+    out = tmp_path / "run"
+    assert cli_main(["run", str(SAMPLE_RECIPE), "--output-dir", str(out), f"target.data_files={f}"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "`target.encoding: latin-1`" in err and "line 2, byte offset 14" in err
+
+
+@pytest.mark.parametrize("encoding, text, suggested", [
+    ("cp1252", "\u201cquoted\u201d \u20ac", "cp1252"),  # curly quotes and the euro: bytes 0x80-0x9f
+    ("utf-16", "caf\u00e9", "utf-16"),  # told by its byte-order mark
+])
+def test_suggested_encoding_reads_the_file(encoding, text, suggested, tmp_path):
+    f = tmp_path / "t.csv"
+    f.write_text("text,label\n" + "".join(f"{text} {i},{i % 2}\n" for i in range(20)), encoding=encoding)
+    with pytest.raises(DataError, match=f"set `encoding: {suggested}`"):
+        load_task(TaskConfig(name="t", data_files=str(f)))
+    data = load_task(TaskConfig(name="t", data_files=str(f), encoding=suggested))
+    assert all(t.startswith(text) for ds in data.splits.values() for t in ds["text"][:])
+
+
+def test_utf8_file_read_with_another_encoding_suggests_utf8(tmp_path):
+    f = tmp_path / "t.csv"
+    f.write_text("text,label\n" + "".join(f"na\u00efve {i},{i % 2}\n" for i in range(21)), encoding="utf-8")
+    with pytest.raises(DataError, match="not valid utf-16.*set `encoding: utf-8`"):
+        load_task(TaskConfig(name="t", data_files=str(f), encoding="utf-16"))
+
+
+def test_encoding_reaches_the_json_reader(tmp_path):
+    f = tmp_path / "t.jsonl"
+    lines = [json.dumps({"text": f"\u00e9t\u00e9 {i}", "label": i % 2}, ensure_ascii=False) for i in range(20)]
+    f.write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
+    with pytest.raises(DataError, match=r"line 1, byte offset 10 has the byte\(s\) 0xe9"):
+        load_task(TaskConfig(name="t", data_files=str(f)))
+    data = load_task(TaskConfig(name="t", data_files=str(f), encoding="latin-1"))
+    assert all(t.startswith("\u00e9t\u00e9") for ds in data.splits.values() for t in ds["text"][:])
+
+
+def test_streamed_latin1_source_fails_before_training_and_reads_with_the_option(tmp_path):
+    f = latin1_file(tmp_path / "big.csv")
+    task = dict(name="big", data_files=f, label_names=["negative", "positive"], streaming=True, max_eval_samples=5)
+    with pytest.raises(DataError, match=r"line 2, byte offset 14 .* set `encoding: latin-1`"):
+        load_task(TaskConfig(**task), cache_dir=str(tmp_path / "c"))
+    data = load_task(TaskConfig(**task, encoding="latin-1"), cache_dir=str(tmp_path / "c"))
+    assert next(iter(data.splits["train"]))["text"].startswith("café crème")
+
+
+# ---------------------------------------------------------------------------- tiny splits
+def test_tiny_training_split_is_carved_unstratified(tmp_path):
+    # 10 rows, 2 classes: a validation split of 1 row cannot hold both classes; datasets'
+    # stratified sampler raised a ValueError traceback here
+    f = csv_rows(tmp_path / "t.csv", good_rows(12))
+    data = load_task(TaskConfig(name="t", data_files=f))
+    assert data.info["rows"] == {"train": 8, "test": 3, "validation": 1}
+
+
+def test_training_split_too_small_to_carve_from(tmp_path):
+    f = csv_rows(tmp_path / "t.csv", good_rows(1))
+    with pytest.raises(DataError, match=r"has 1 row\(s\), too few to carve a test split"):
+        load_task(TaskConfig(name="t", data_files=f))

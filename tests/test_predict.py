@@ -1,6 +1,8 @@
 """Predict over files: every format, empty-text rows reported, order kept, same labels as the pipeline, streaming."""
 
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,6 +14,7 @@ from conftest import REPO
 from published_run import trained_run
 from textransfer.cli import main
 from textransfer.errors import DataError
+from textransfer.files import current_umask
 from textransfer.inference.predict import Predictor, predict_file, read_chunks
 
 REVIEWS = REPO / "textransfer" / "sample_data" / "reviews.csv"
@@ -70,6 +73,7 @@ def test_every_format_in_order_with_empty_rows_reported(run_dir, frame, tmp_path
     assert len(set(ok["label"])) == 2  # the model does tell the reviews apart
     assert np.allclose(ok[["score_negative", "score_positive"]].sum(axis=1), 1.0, atol=1e-5)
     assert list(tmp_path.glob(".pred.csv.*")) == []  # no temp file left
+    assert out.stat().st_mode & 0o777 == 0o666 & ~current_umask()  # as a plain open() would make it
 
 
 @pytest.mark.parametrize("ext", [".jsonl", ".parquet"])
@@ -135,3 +139,114 @@ def test_reading_streams_in_bounded_chunks(tmp_path):
     sizes = [t.num_rows for t in read_chunks(str(tmp_path / "big.csv"), ["text"], chunk_rows=1000,
                                              block_bytes=64 * 1024)]
     assert sum(sizes) == rows and max(sizes) == 1000 and len(sizes) == 30
+
+
+# ---------------------------------------------------------------------------- output columns, truncation, encoding
+def test_keep_columns_copies_input_columns(run_dir, frame, tmp_path, capsys):
+    src = write(frame.assign(id=[f"r{i:04d}" for i in range(len(frame))]), tmp_path / "in.csv")
+    out = tmp_path / "all.csv"
+    assert main(["predict", str(run_dir), "--input", str(src), "--text-column", "review", "--output", str(out),
+                 "--keep-columns", "all"]) == 0
+    assert "input column 'label' is written as 'input_label'" in capsys.readouterr().err
+    got = pd.read_csv(out, keep_default_na=False, na_values=[""], dtype={"id": str})
+    assert list(got.columns) == ["row", "review", "input_label", "id", "label", "score", "error"]
+    assert got["input_label"].tolist() == frame["label"].tolist()  # the input's gold label, beside ours
+    assert got["id"].tolist()[:2] == ["r0000", "r0001"]  # copied as written (leading zeros kept)
+    assert got["review"].fillna("").tolist() == frame["review"].fillna("").tolist()
+
+    src = write(frame.assign(stars=range(len(frame))), tmp_path / "in.parquet")  # an int column keeps its type
+    out = tmp_path / "some.parquet"
+    assert main(["predict", str(run_dir), "--input", str(src), "--text-column", "review", "--output", str(out),
+                 "--keep-columns", "stars"]) == 0
+    table = pq.read_table(out)
+    assert table.column_names == ["row", "stars", "label", "score", "error"]
+    assert table.column("stars").to_pylist() == list(range(len(frame))) and str(table.schema.field("stars").type) == "int64"
+
+
+def test_truncated_rows_are_counted_on_stderr(run_dir, frame, tmp_path, capsys):
+    src = write(frame, tmp_path / "in.jsonl")
+    tokenizer = Predictor.from_pretrained(str(run_dir)).tokenizer
+    lengths = [len(tokenizer(t)["input_ids"]) for t in frame["review"] if isinstance(t, str) and t.strip()]
+    for max_length in (16, 20):
+        longer = sum(n > max_length for n in lengths)
+        assert 0 < longer < len(lengths)
+        summary = predict_file(Predictor.from_pretrained(str(run_dir), max_length=max_length), str(src), "review",
+                               output=str(tmp_path / f"p{max_length}.csv"), progress=False)
+        assert summary.truncated_rows == longer
+        assert f"note: {longer} of 400 rows are longer than {max_length} tokens" in capsys.readouterr().err
+    predict_file(Predictor.from_pretrained(str(run_dir), max_length=max(lengths)), str(src), "review",
+                 output=str(tmp_path / "none.csv"), progress=False)
+    assert "longer than" not in capsys.readouterr().err  # nothing cut, nothing said
+
+
+@pytest.mark.parametrize("ext", [".csv", ".jsonl"])
+def test_encoding_option_and_undecodable_file(run_dir, frame, tmp_path, ext, capsys):
+    accented = frame.assign(review=frame["review"].str.replace("e", "\u00e9", n=1))
+    utf8 = tmp_path / f"utf8{ext}"
+    if ext == ".csv":
+        accented.to_csv(utf8, index=False)
+    else:  # pandas escapes non-ASCII characters in JSON unless told not to
+        accented.to_json(utf8, orient="records", lines=True, force_ascii=False)
+    cp1252 = tmp_path / f"cp1252{ext}"  # the reviews hold an em dash, which cp1252 has and latin-1 lacks
+    cp1252.write_bytes(utf8.read_text(encoding="utf-8").encode("cp1252"))
+    assert main(["predict", str(run_dir), "--input", str(cp1252), "--text-column", "review"]) == 2
+    captured = capsys.readouterr()
+    data = cp1252.read_bytes()
+    first_bad = next(i for i, b in enumerate(data) if b >= 0x80)
+    line = data[:first_bad].count(b"\n") + 1
+    assert captured.out == ""  # nothing written before the input was found unreadable
+    assert f"'{cp1252}' is not valid utf-8 (--encoding utf-8)" in captured.err
+    assert f"line {line}, byte offset {first_bad}" in captured.err
+    assert f"0x{data[first_bad]:02x}" in captured.err and "pass --encoding cp1252" in captured.err
+    out = {}
+    for path, encoding in ((utf8, "utf-8"), (cp1252, "cp1252")):
+        out[encoding] = tmp_path / f"pred-{encoding}.csv"
+        assert main(["predict", str(run_dir), "--input", str(path), "--text-column", "review", "--encoding", encoding,
+                     "--output", str(out[encoding]), "--keep-columns", "review"]) == 0
+    assert out["utf-8"].read_text() == out["cp1252"].read_text()  # same texts, same labels
+    assert "\u00e9" in pd.read_csv(out["cp1252"])["review"].dropna().iloc[0]
+    assert main(["predict", str(run_dir), "--input", str(utf8), "--text-column", "review", "--encoding", "latin-9x"]) == 2
+    assert "--encoding 'latin-9x' is not an encoding" in capsys.readouterr().err
+
+
+def test_input_is_checked_before_anything_is_written(run_dir, frame, tmp_path, capsys, monkeypatch):
+    def no_model(*a, **kw):
+        raise AssertionError("the model loaded before the input was checked")
+
+    monkeypatch.setattr(Predictor, "from_pretrained", no_model)
+    header_only = tmp_path / "empty.csv"
+    header_only.write_text("text,label\n")
+    (tmp_path / "zero.jsonl").write_bytes(b"")
+    (tmp_path / "folder.csv").mkdir()
+    cases = {str(tmp_path / "missing.csv"): "input file not found",
+             str(tmp_path / "folder.csv"): "is a folder, not a file",
+             str(write(frame, tmp_path / "in.csv")): r"has no column 'text'.*Pass --text-column",
+             str(header_only): "has no rows",
+             str(tmp_path / "zero.jsonl"): r"is empty \(0 bytes\)"}
+    for path, message in cases.items():
+        assert main(["predict", str(run_dir), "--input", path]) == 2  # to stdout: a header would be printed first
+        captured = capsys.readouterr()
+        assert captured.out == "" and re.search(message, captured.err), (path, captured.err)
+        assert path in captured.err
+    assert main(["predict", str(run_dir), "--input", str(tmp_path / "in.csv"), "--text-column", "review",
+                 "--keep-columns", "review,stars"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "no column 'stars'" in captured.err and "Pass --keep-columns" in captured.err
+
+
+def test_hints_name_real_flags(run_dir, tmp_path, capsys):
+    import textransfer.inference.predict as predict_module
+    from textransfer.cli.arguments import make_parser
+
+    parser = make_parser()
+    predict_parser = parser._subparsers._group_actions[0].choices["predict"]
+    real = {s for action in predict_parser._actions for s in action.option_strings}
+    named = set(re.findall(r"(--[a-z][a-z-]+)", Path(predict_module.__file__).read_text()))
+    assert named and named <= real, named - real  # every flag the module names exists (no `--format`)
+    (tmp_path / "in.txt").write_text("text\nhello\n")
+    assert main(["predict", str(run_dir), "--input", str(tmp_path / "in.txt")]) == 2
+    assert "pass --input-format" in capsys.readouterr().err
+    assert main(["predict", str(run_dir), "--input", str(tmp_path / "in.txt"), "--input-format", "csv"]) == 0
+    assert main(["predict", str(run_dir), "--input", str(tmp_path / "in.txt"), "--input-format", "csv",
+                 "--output", str(tmp_path / "out.txt")]) == 2
+    assert "end its name with one of" in capsys.readouterr().err

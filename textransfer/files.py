@@ -37,6 +37,14 @@ def follow_umask(path, directory: bool = False) -> None:
     os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
 
 
+def follow_umask_tree(root: Path) -> None:
+    """:func:`follow_umask` on ``root`` and everything below it (a model folder before its rename)."""
+    root = Path(root)
+    follow_umask(root, directory=True)
+    for path in root.rglob("*"):
+        follow_umask(path, directory=path.is_dir())
+
+
 def make_temp_dir(parent: Path, prefix: str) -> Path:
     """A temp folder inside ``parent`` (renamed into place later) with the umask's mode."""
     tmp = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))

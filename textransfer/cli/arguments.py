@@ -14,7 +14,8 @@ from .. import __version__
 from ..config.reference import options_text
 from ..errors import TextransferError
 from ..formats import PREDICT_FORMATS
-from ..inference.defaults import DEFAULT_BATCH_SIZE as DEFAULT_PREDICT_BATCH, DEFAULT_CHUNK_ROWS
+from ..inference.defaults import DEFAULT_BATCH_SIZE as DEFAULT_PREDICT_BATCH
+from ..inference.defaults import DEFAULT_CHUNK_ROWS, DEFAULT_ENCODING, KEEP_ALL
 
 DESCRIPTION = "textransfer: cross-domain text-classification transfer on the Hugging Face stack."
 
@@ -28,6 +29,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --output-dir from its last complete checkpoint (after a kill or Ctrl-C)")
     parser.add_argument("--seed", type=int, help="seed of init, shuffling and dropout (same as seed=N)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="check the config, model, tokenizer and data as a run would, print the resolved config "
+                             "and rows and class counts per split; train nothing, write nothing")
     parser.add_argument("overrides", nargs="*", metavar="section.option=value",
                         help="override any config field, e.g. target.k_per_class=16 target_training.num_epochs=2")
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -41,6 +45,9 @@ def add_push_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--private", action="store_true", help="create the repo private")
     parser.add_argument("--revision", help="branch to push to (created if missing; default: main)")
     parser.add_argument("--commit-message", help="commit message")
+    parser.add_argument("--arm", choices=("transfer", "baseline"),
+                        help="push this arm of the run instead of its shipped model/ (the other arm is kept in "
+                             "RUN_DIR/models/ARM)")
 
 
 def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,6 +63,12 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_ROWS,
                         help=f"rows read, tokenized and length-sorted together; bounds memory (default: {DEFAULT_CHUNK_ROWS})")
     parser.add_argument("--input-format", choices=PREDICT_FORMATS, help="when the extension does not tell")
+    parser.add_argument("--encoding", default=DEFAULT_ENCODING,
+                        help=f"text encoding of a csv/tsv/jsonl input, e.g. latin-1, cp1252, utf-16 "
+                             f"(default: {DEFAULT_ENCODING}; parquet is always UTF-8)")
+    parser.add_argument("--keep-columns", metavar="all|COL[,COL...]",
+                        help=f"copy input columns into the output, after `row`: `{KEEP_ALL}`, or a comma-separated "
+                             f"list (one named like an output column is written as input_<name>)")
     parser.add_argument("--revision", help="Hub revision of MODEL")
 
 

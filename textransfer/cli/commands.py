@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-from typing import List, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ..config import RunConfig
 from ..errors import TextransferError
@@ -47,6 +47,8 @@ def is_main_process() -> bool:
 
 def run_command(args: argparse.Namespace) -> int:
     config, overrides, cfg, output_dir = run_config(args)  # a config error stops here, before torch loads
+    if args.dry_run:
+        return dry_run(cfg, output_dir, overwrite=args.overwrite, resume=args.resume)
     from ..publish.report import results_table
     from ..run.transfer import run_transfer
 
@@ -66,8 +68,11 @@ def run_command(args: argparse.Namespace) -> int:
 
 def compare_command(args: argparse.Namespace) -> int:
     _, _, cfg, output_dir = run_config(args)
-    from ..run.compare import compare_strategies, comparison_markdown
+    from ..run.compare import compare_strategies, comparison_markdown, strategy_configs
 
+    if args.dry_run:
+        strategies = strategy_configs(cfg, args.strategies.split(","))
+        return dry_run(cfg, output_dir, overwrite=args.overwrite, strategies=list(strategies.values()))
     comparison = compare_strategies(cfg, args.strategies.split(","), output_dir,
                                     overwrite=args.overwrite or cfg.overwrite_output_dir)
     if is_main_process():
@@ -75,6 +80,61 @@ def compare_command(args: argparse.Namespace) -> int:
         print(comparison_markdown(list(comparison["strategies"].values()), comparison["baselines"]))
         print(f"Comparison: {output_dir}/comparison.json, comparison.md, comparison.png")
     return 0
+
+
+# the order a data summary lists splits in (the order a run uses them)
+SPLIT_ORDER = ("train", "validation", "test")
+
+
+def dry_run(cfg: RunConfig, output_dir: str, overwrite: bool = False, resume: bool = False,
+            strategies: Optional[List[Any]] = None) -> int:
+    """``--dry-run``: every check a run makes before training (output folder, Hub push, strategy,
+    mixed precision, trackers, model id, tokenizer, ``max_length``, data files, columns, labels,
+    splits), then the resolved config and each task's rows and class counts per split.
+
+    Nothing is trained and nothing is written (the output folder is not created); tokenizing,
+    which only reads what the checks have read, is left to the run.
+    """
+    from ..files import check_output_dir
+    from ..publish.hub import check_push
+    from ..run.transfer import prepare, with_overrides
+    from ..strategies import get_strategy
+    from ..training.accelerator import make_accelerator
+
+    cfg = with_overrides(cfg, output_dir, overwrite or cfg.overwrite_output_dir, resume or cfg.resume)
+    out = check_output_dir(cfg.output_dir, cfg.overwrite_output_dir or cfg.resume)
+    if cfg.push_to_hub:
+        check_push(cfg.hub_repo_id, out)
+    for strategy in strategies or [cfg.strategy]:
+        get_strategy(strategy)
+    make_accelerator(cfg.mixed_precision, report_to=cfg.report_to, output_dir=out)
+    _, tasks = prepare(cfg)
+    if is_main_process():
+        print(f"# resolved config (as {out}/config.yaml would record it)")
+        print(cfg.to_yaml())
+        print(data_summary({role: (task.name, task.label_names, task.info) for role, task in tasks.items()}))
+        print(f"\ndry run: every input checked; nothing trained, {out} not written.")
+    return 0
+
+
+def data_summary(tasks: Mapping[str, Tuple[str, List[str], Mapping[str, Any]]]) -> str:
+    """Rows and class counts per split of each task (``role -> (name, label names, TaskData.info)``)."""
+    lines = ["# data"]
+    for role, (name, labels, info) in tasks.items():
+        lines.append(f"{role}: {name} ({len(labels)} labels)")
+        counts: Dict[str, List[int]] = info.get("class_counts") or {}
+        rows_per_split = info.get("rows") or {}
+        for split in sorted(rows_per_split, key=lambda s: (SPLIT_ORDER + (s,)).index(s)):
+            rows = rows_per_split[split]
+            per_class = counts.get(split)
+            classes = ", ".join(f"{label} {n}" for label, n in zip(labels, per_class)) if per_class else ""
+            size = "streamed" if rows is None else f"{rows} rows"
+            lines.append(f"  {split:<10} {size:>10}{': ' + classes if classes else ''}")
+        for split, dropped in (info.get("dropped_empty") or {}).items():
+            lines.append(f"  ({dropped} rows with empty text dropped from {split})")
+        if info.get("carved"):
+            lines.append(f"  (carved out of the training split: {', '.join(info['carved'])})")
+    return "\n".join(lines)
 
 
 def push_command(args: argparse.Namespace) -> int:

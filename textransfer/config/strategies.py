@@ -94,14 +94,15 @@ class FeaturesConfig(StrategyConfig):
         encoder (`str`): ``source`` (fine-tune on the source first, then freeze) or
             ``pretrained`` (freeze the pretrained encoder).
         head_learning_rate (`float`): AdamW rate of the linear / mlp head.
-        mlp_hidden (`int`): hidden units of the mlp head.
+        mlp_hidden (`int`): no effect (kept so that older recipes load): the mlp head is the
+            architecture's own classification head, whose hidden size is the model's.
         l2 (`float`): L2 penalty of the logistic head.
     """
 
     head: str = option("linear", help="features: head on the cached features: linear, logistic or mlp.")
     encoder: str = option("source", help="features: 'source' (source-tuned) or 'pretrained' frozen encoder.")
     head_learning_rate: float = option(1e-3, help="features: learning rate of the linear/mlp head.")
-    mlp_hidden: int = option(256, help="features: hidden units of the mlp head.")
+    mlp_hidden: int = option(256, help="features: no effect (older recipes): the mlp head is the architecture's own.")
     l2: float = option(1e-3, help="features: L2 penalty of the logistic head.")
 
     def __post_init__(self):

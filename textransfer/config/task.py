@@ -79,34 +79,40 @@ class TaskConfig:
     def __post_init__(self):
         self._resolve_package_paths()
         if self.path is None and self.data_files is None:
-            raise ConfigError(f"task '{self.name}': set `path` (a Hub dataset id or local file) or `data_files`.")
+            raise ConfigError(f"task '{self.name}': set `path` (a Hub dataset id or local file) or `data_files`.",
+                              option="path")
         if isinstance(self.text_columns, str):
             self.text_columns = [self.text_columns]
         if not self.text_columns:
-            raise ConfigError(f"task '{self.name}': `text_columns` is empty; name at least one text column.")
+            raise ConfigError(f"task '{self.name}': `text_columns` is empty; name at least one text column.",
+                              option="text_columns")
         if self.format is not None and self.format not in DATA_FORMATS:
             raise ConfigError(
-                f"task '{self.name}': unknown `format: {self.format}`; use one of {', '.join(DATA_FORMATS)}."
-            )
+                f"task '{self.name}': unknown `format: {self.format}`; use one of {', '.join(DATA_FORMATS)}.",
+                option="format")
         try:
             codecs.lookup(self.encoding)
         except LookupError:
             raise ConfigError(f"task '{self.name}': unknown `encoding: {self.encoding}`; use a Python codec name "
                               f"such as utf-8, latin-1 or cp1252.", option="encoding") from None
         if self.label_base not in (0, 1):
-            raise ConfigError(f"task '{self.name}': `label_base` must be 0 or 1, got {self.label_base}.")
+            raise ConfigError(f"task '{self.name}': `label_base` must be 0 or 1, got {self.label_base}.",
+                              option="label_base")
         if self.empty_text not in ("error", "drop"):
-            raise ConfigError(f"task '{self.name}': `empty_text` must be 'error' or 'drop', got '{self.empty_text}'.")
+            raise ConfigError(f"task '{self.name}': `empty_text` must be 'error' or 'drop', got '{self.empty_text}'.",
+                              option="empty_text")
         if self.k_per_class is not None and self.k_per_class < 1:
-            raise ConfigError(f"task '{self.name}': `k_per_class` must be >= 1, got {self.k_per_class}.")
+            raise ConfigError(f"task '{self.name}': `k_per_class` must be >= 1, got {self.k_per_class}.",
+                              option="k_per_class")
         for frac_name in ("validation_fraction", "test_fraction"):
             frac = getattr(self, frac_name)
             if not 0.0 <= frac < 1.0:
-                raise ConfigError(f"task '{self.name}': `{frac_name}` must be in [0, 1), got {frac}.")
+                raise ConfigError(f"task '{self.name}': `{frac_name}` must be in [0, 1), got {frac}.", option=frac_name)
         if self.label_names is not None:
             self.label_names = [str(n) for n in self.label_names]
             if len(set(self.label_names)) != len(self.label_names):
-                raise ConfigError(f"task '{self.name}': `label_names` has duplicates: {self.label_names}.")
+                raise ConfigError(f"task '{self.name}': `label_names` has duplicates: {self.label_names}.",
+                                  option="label_names")
 
     def option_name(self, option: str) -> str:
         """``option`` as a user writes it for this task: ``target.empty_text`` in a run's config

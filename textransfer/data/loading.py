@@ -8,7 +8,8 @@ sampling, and checks that name the file, split, column and row when something is
 
 Every split that comes out has the columns ``text`` (and ``text_pair`` for pair tasks),
 ``labels`` (0-based ints) and ``row`` (the example's 1-based row number in its source split,
-used in error messages and reports).
+used in error messages and reports), and no other: the user's columns, whatever their names
+(``labels``, ``text`` and ``row`` included), are read once and dropped (``transforms.ToSchema``).
 
 A task with ``streaming: true`` is handed to ``streaming.load_stream_task``; what both read
 and check alike is in ``sources`` (files, formats) and ``transforms`` (columns, filters, text).
@@ -27,16 +28,16 @@ from datasets.utils.stratify import stratified_shuffle_split_generate_indices
 
 from ..config import TaskConfig
 from ..errors import DataError
-from .sources import files_format, load_files, local_files
+from .labels import MapLabels, check_labels, column, label_set, rows_str
+from .sources import files_format, load_files, local_files, reader_options_named
 from .streaming import load_stream_task
 from .task import TaskData
-from .transforms import JoinText, RowFilter, check_columns, check_filter_column, parse_filter
+from .transforms import (LABEL_VALUE, LABELS, ROW, TEXT, TEXT_PAIR, RowFilter, ToSchema, check_columns,
+                         filter_column, fresh_column, parse_filter, schema_features)
 
 __all__ = ["TaskData", "load_raw", "load_task", "sample_per_class"]
 
 logger = logging.getLogger(__name__)
-
-_SHOWN_ROWS = 5  # rows listed in an error message before "..."
 
 
 # ---------------------------------------------------------------------------- raw loading
@@ -47,7 +48,8 @@ def _load_hub(task: TaskConfig, cache_dir: Optional[str]) -> Tuple[DatasetDict, 
         raise DataError(
             f"task '{task.name}': could not load the dataset '{task.path}'"
             f"{' (' + task.dataset_config + ')' if task.dataset_config else ''}: {type(err).__name__}: {err}. "
-            f"If the Hub cannot be reached, point `path` or `data_files` at local files."
+            f"If the Hub cannot be reached, point `{task.option_name('path')}` or `{task.option_name('data_files')}` "
+            f"at local files."
         ) from None
     if not isinstance(raw, DatasetDict):
         raw = DatasetDict({"train": raw})
@@ -68,116 +70,15 @@ def load_raw(task: TaskConfig, cache_dir: Optional[str] = None) -> Tuple[Dataset
     for split, paths in files.items():
         try:
             raw[split] = load_files(task, paths, fmt, cache_dir)
+        except DataError:  # ours (a file not valid in its encoding) already names the file and the fix
+            raise
         except Exception as err:  # parse errors come from pandas/pyarrow with many types
             raise DataError(
                 f"task '{task.name}': could not read {fmt} file(s) {', '.join(paths)} (split '{split}'): "
-                f"{type(err).__name__}: {err}. Check `format`, `delimiter`, `quoting` and `column_names`."
+                f"{type(err).__name__}: {err}. Check {reader_options_named(task)}."
             ) from None
     origin = {split: ", ".join(paths) for split, paths in files.items()}
     return raw, origin
-
-
-# ---------------------------------------------------------------------------- text and labels
-class _MapLabels:
-    """Label ids: string labels through the name -> id mapping, integer ones less ``label_base``."""
-
-    def __init__(self, column: str, mapping: Optional[Dict[Any, int]], offset: int):
-        self.column, self.mapping, self.offset = column, mapping, offset
-
-    def __call__(self, batch):
-        values = batch[self.column]
-        if self.mapping is not None:
-            return {"labels": [self.mapping[v] for v in values]}
-        return {"labels": [int(v) - self.offset for v in values]}
-
-
-def _column(ds: Dataset, name: str) -> List[Any]:
-    """One column as a Python list.
-
-    ``ds[name]`` is a lazy ``Column`` in datasets >= 4 whose iteration decodes row by row: on
-    SST-2's 67k rows that took ~17 s of a 18 s load. Through Arrow it is one conversion.
-    """
-    return ds.with_format("arrow")[name].to_pylist()
-
-
-def _rows_str(rows: List[int]) -> str:
-    shown = ", ".join(str(r) for r in rows[:_SHOWN_ROWS])
-    return shown + (f", ... ({len(rows)} in all)" if len(rows) > _SHOWN_ROWS else "")
-
-
-def _is_missing(v) -> bool:
-    return v is None or (isinstance(v, float) and v != v)
-
-
-def _infer_label_names(task: TaskConfig, train: Dataset) -> Tuple[List[str], Optional[Dict[Any, int]]]:
-    """Label names and (for string labels) the value -> id mapping."""
-    feature = train.features[task.label_column]
-    if task.label_names is not None:
-        names = task.label_names
-    elif isinstance(feature, ClassLabel):
-        names = list(feature.names)
-    else:
-        values = [v for v in _column(train, task.label_column) if not _is_missing(v)]
-        if values and all(isinstance(v, str) for v in values):
-            names = sorted(set(values))
-        else:
-            ints = sorted({int(v) for v in values})
-            if not ints:
-                raise DataError(f"task '{task.name}': the train split has no labels in column '{task.label_column}'.")
-            names = [str(i) for i in range(max(ints) - task.label_base + 1)]
-            if task.label_base == 0 and ints[0] == 1:
-                # Not an error (a class may be absent from train), but usually 1-based labels:
-                # the model would get an extra class "0" that no example has.
-                logger.warning(
-                    "task '%s': labels in column '%s' run %d..%d with no 0; if they are 1-based, set "
-                    "`%s.label_base: 1` (or declare `label_names`), else class '0' has no examples.",
-                    task.name, task.label_column, ints[0], ints[-1], task.name)
-    is_string = feature.dtype in ("string", "large_string") if hasattr(feature, "dtype") else False
-    mapping = {name: i for i, name in enumerate(names)} if is_string else None
-    return names, mapping
-
-
-def _check_labels(task: TaskConfig, ds: Dataset, split: str, origin: str, names: List[str], mapping) -> None:
-    values = _column(ds, task.label_column)
-    rows = _column(ds, "row")
-    missing = [r for v, r in zip(values, rows) if _is_missing(v) or (mapping is None and v == -1)]
-    if missing and len(missing) == len(values):
-        raise DataError(
-            f"task '{task.name}': split '{split}' ({origin}) has no labels in column '{task.label_column}' "
-            f"(e.g. SST-2's test labels are hidden). Use a labelled split: set `{task.name}.test_split` "
-            f"or `validation_split` to another split, or leave it unset so one is carved from train."
-        )
-    if missing:
-        raise DataError(
-            f"task '{task.name}': split '{split}' ({origin}), column '{task.label_column}': null label in row(s) "
-            f"{_rows_str(missing)}. Fill them in or filter those rows out."
-        )
-    if mapping is not None:
-        bad = [(r, v) for v, r in zip(values, rows) if v not in mapping]
-        if bad:
-            raise DataError(
-                f"task '{task.name}': split '{split}' ({origin}), column '{task.label_column}': label "
-                f"'{bad[0][1]}' in row(s) {_rows_str([r for r, _ in bad])} is not in the declared label set "
-                f"{names}. Add it to `label_names`, or filter those rows out."
-            )
-        return
-    bad = []
-    for v, r in zip(values, rows):
-        if isinstance(v, str) or (isinstance(v, float) and not float(v).is_integer()):
-            bad.append((r, v))
-        elif not 0 <= int(v) - task.label_base < len(names):
-            bad.append((r, v))
-    if bad:
-        lo, hi = task.label_base, task.label_base + len(names) - 1
-        hint = ""
-        ints = [v for _, v in bad if not isinstance(v, str)]
-        if task.label_base == 0 and ints and all(v == len(names) for v in ints):
-            hint = " The labels look 1-based: set `label_base: 1`."
-        raise DataError(
-            f"task '{task.name}': split '{split}' ({origin}), column '{task.label_column}': label "
-            f"{bad[0][1]!r} in row(s) {_rows_str([r for r, _ in bad])} is outside the declared label set "
-            f"{names} (ids {lo}..{hi} with `label_base: {task.label_base}`).{hint}"
-        )
 
 
 # ---------------------------------------------------------------------------- the pipeline
@@ -198,7 +99,7 @@ def load_task(task: TaskConfig, cache_dir: Optional[str] = None) -> TaskData:
     news = load_task(TaskConfig(name="news", data_files="news.csv", label_names=["world", "sports"]))
     ```
     """
-    filters = [parse_filter(f, task.name) for f in task.filters]  # config errors before reading data
+    filters = [parse_filter(f, task) for f in task.filters]  # config errors before reading data
     if task.streaming:  # larger than memory: train is read lazily (streaming.py)
         return load_stream_task(task, cache_dir=cache_dir)
     raw, origin = load_raw(task, cache_dir=cache_dir)
@@ -207,7 +108,7 @@ def load_task(task: TaskConfig, cache_dir: Optional[str] = None) -> TaskData:
     used = _assign_splits(task, raw, wanted, info)
     splits = {role: _select_rows(task, raw[split], split, origin.get(split, split), filters)
               for role, split in used.items()}
-    names, mapping = _infer_label_names(task, splits["train"])
+    names, mapping = label_set(task, splits["train"], origin.get(task.train_split, task.train_split))
     for role, split in used.items():
         splits[role], dropped = _finish_split(task, splits[role], split, origin.get(split, split), names, mapping)
         if dropped:
@@ -225,14 +126,15 @@ def _check_split_names(task: TaskConfig, raw: DatasetDict) -> Dict[str, str]:
     if task.train_split not in raw:
         raise DataError(
             f"task '{task.name}': split '{task.train_split}' not found; the data has splits {list(raw)}. "
-            f"Set `train_split`."
+            f"Set `{task.option_name('train_split')}`."
         )
     wanted = {"validation": task.validation_split, "test": task.test_split}
     for role, split in wanted.items():
         if split not in raw and split != role:
             raise DataError(
-                f"task '{task.name}': {role} split '{split}' (from `{role}_split`) not found; the data has "
-                f"splits {list(raw)}. Name one of those, or remove the option to carve a {role} split from train."
+                f"task '{task.name}': {role} split '{split}' (from `{task.option_name(role + '_split')}`) not found; "
+                f"the data has splits {list(raw)}. Name one of those, or remove the option to carve a {role} split "
+                f"from train."
             )
     return wanted
 
@@ -258,56 +160,55 @@ def _assign_splits(task: TaskConfig, raw: DatasetDict, wanted: Dict[str, str], i
 
 
 def _select_rows(task: TaskConfig, ds: Dataset, split: str, origin: str, filters) -> Dataset:
-    """One split's rows as configured: its columns checked, row numbers added, filters applied."""
+    """One split's rows as configured, in the package's schema: its columns checked, row numbers
+    added, filters applied, then only ``row``, ``text`` (``text_pair``) and the raw label kept."""
     check_columns(task, ds.column_names, split, origin)
-    if "row" in ds.column_names:  # the data's own `row` column would clash with our row numbers
-        ds = ds.remove_columns("row")
-    ds = ds.add_column("row", list(range(1, len(ds) + 1)))
-    for column, op, value in filters:
-        check_filter_column(task, column, ds.column_names, split, origin)
+    columns = ds.column_names
+    row_column = fresh_column(ROW, columns)  # beside the user's columns until they are dropped
+    ds = ds.add_column(row_column, list(range(1, len(ds) + 1)))
+    for name, op, value in filters:
+        read = filter_column(task, name, columns, row_column, split, origin)
         try:
-            ds = ds.filter(RowFilter(column, op, value), batched=True)
+            ds = ds.filter(RowFilter(read, op, value), batched=True)
         except TypeError as err:  # e.g. "rating >= '4'" on a numeric column
             raise DataError(
-                f"task '{task.name}': filter `{column} {op} {value!r}` cannot compare column '{column}' "
-                f"({ds.features[column]}) of split '{split}' ({origin}) with "
-                f"{type(value).__name__} {value!r}: {err}. Fix the value's type in `filters`."
+                f"task '{task.name}': filter `{name} {op} {value!r}` cannot compare column '{name}' "
+                f"({ds.features[read]}) of split '{split}' ({origin}) with "
+                f"{type(value).__name__} {value!r}: {err}. Fix the value's type in `{task.option_name('filters')}`."
             ) from None
     if len(ds) == 0:
         raise DataError(
             f"task '{task.name}': split '{split}' ({origin}) has no rows"
             f"{' after filters ' + str(task.filters) if task.filters else ''}."
         )
-    return ds
+    return ds.map(ToSchema(task, row_column), batched=True, remove_columns=ds.column_names,
+                  features=schema_features(task, ds.features))
 
 
 def _finish_split(task: TaskConfig, ds: Dataset, split: str, origin: str, names: List[str],
                   mapping) -> Tuple[Dataset, int]:
-    """Labels checked and mapped to ids, text joined, rows with empty text handled; returns the
-    split (columns ``text``[, ``text_pair``], ``labels``, ``row``) and how many rows were dropped."""
-    _check_labels(task, ds, split, origin, names, mapping)
-    drop = [c for c in ds.column_names if c != "row"]
-    ds = ds.map(_MapLabels(task.label_column, mapping, task.label_base), batched=True)
-    ds = ds.map(JoinText(task.text_columns, task.text_separator, task.text_pair_column), batched=True,
-                remove_columns=drop)
+    """Labels checked and mapped to ids, rows with empty text handled; returns the split
+    (columns ``text``[, ``text_pair``], ``labels``, ``row``) and how many rows were dropped."""
+    check_labels(task, ds, split, origin, names, mapping)
+    ds = ds.map(MapLabels(mapping, task.label_base), batched=True, remove_columns=[LABEL_VALUE])
     ds, dropped = _drop_empty_text(task, ds, split, origin)
-    return ds.cast_column("labels", ClassLabel(names=names)), dropped
+    return ds.cast_column(LABELS, ClassLabel(names=names)), dropped
 
 
 def _drop_empty_text(task: TaskConfig, ds: Dataset, split: str, origin: str) -> Tuple[Dataset, int]:
     """Rows whose text is empty: an error, or dropped with ``empty_text: drop``."""
     # A pair task needs both texts: an empty second text is as unusable as an empty first one.
-    text_cols = ["text", "text_pair"] if task.text_pair_column else ["text"]
-    keep = [all(parts) for parts in zip(*(_column(ds, c) for c in text_cols))]
-    empty = [r for k, r in zip(keep, _column(ds, "row")) if not k]
+    text_cols = [TEXT, TEXT_PAIR] if task.text_pair_column else [TEXT]
+    keep = [all(parts) for parts in zip(*(column(ds, c) for c in text_cols))]
+    empty = [r for k, r in zip(keep, column(ds, ROW)) if not k]
     if not empty:
         return ds, 0
     if task.empty_text == "error":
         columns = list(task.text_columns) + ([task.text_pair_column] if task.text_pair_column else [])
         raise DataError(
             f"task '{task.name}': split '{split}' ({origin}), column(s) "
-            f"{columns}: empty or null text in row(s) {_rows_str(empty)}. "
-            f"Fix the data, or set `{task.name}.empty_text: drop` to drop them."
+            f"{columns}: empty or null text in row(s) {rows_str(empty)}. "
+            f"Fix the data, or set `{task.option_name('empty_text')}: drop` to drop them."
         )
     logger.warning("task '%s': dropped %d row(s) with empty text from split '%s'.", task.name, len(empty), split)
     return ds.select([i for i, k in enumerate(keep) if k]), len(empty)
@@ -322,11 +223,21 @@ def _carve_missing(task: TaskConfig, splits: Dict[str, Dataset], wanted: Dict[st
             continue
         if fraction <= 0:
             raise DataError(
-                f"task '{task.name}': the data has no '{wanted[role]}' split and `{role}_fraction` is 0. "
-                f"Name an existing split in `{role}_split` or set `{role}_fraction`."
+                f"task '{task.name}': the data has no '{wanted[role]}' split and "
+                f"`{task.option_name(role + '_fraction')}` is 0. Name an existing split in "
+                f"`{task.option_name(role + '_split')}` or set `{task.option_name(role + '_fraction')}`."
             )
         train = splits["train"]
-        if min(_class_counts(train, num_labels)) >= 2:  # stratifying needs two of each class
+        n_carved = math.ceil(fraction * len(train))  # as datasets sizes it
+        if n_carved >= len(train):
+            raise DataError(
+                f"task '{task.name}': the training split has {len(train)} row(s), too few to carve a {role} split "
+                f"from (`{task.option_name(role + '_fraction')}: {fraction}`). Give the {role} split as a file "
+                f"(`{task.option_name('data_files')}`), or use more data."
+            )
+        # datasets' stratified sampler needs two examples of each class, and room for one of each
+        # class on both sides; a tiny split is carved unstratified instead of failing
+        if min(_class_counts(train, num_labels)) >= 2 and num_labels <= min(n_carved, len(train) - n_carved):
             splits["train"], splits[role] = _stratified_split(train, fraction, task.split_seed)
         else:
             parts = train.train_test_split(test_size=fraction, seed=task.split_seed)
@@ -337,7 +248,8 @@ def _carve_missing(task: TaskConfig, splits: Dict[str, Dataset], wanted: Dict[st
 def _limit_sizes(task: TaskConfig, splits: Dict[str, Dataset], names: List[str]) -> None:
     """``k_per_class``, ``max_train_samples`` and ``max_eval_samples``: seeded subsets."""
     if task.k_per_class is not None:
-        splits["train"] = sample_per_class(splits["train"], task.k_per_class, task.split_seed, task.name, names)
+        splits["train"] = sample_per_class(splits["train"], task.k_per_class, task.split_seed, task.name, names,
+                                           option=task.option_name("k_per_class"))
     if task.max_train_samples is not None and len(splits["train"]) > task.max_train_samples:
         splits["train"] = splits["train"].shuffle(seed=task.split_seed).select(range(task.max_train_samples))
     if task.max_eval_samples is not None:
@@ -356,7 +268,7 @@ def _stratified_split(ds: Dataset, fraction: float, seed: int) -> Tuple[Dataset,
     n = len(ds)
     n_test = math.ceil(fraction * n)
     n_train = n - n_test
-    y = np.asarray(_column(ds, "labels"))
+    y = np.asarray(column(ds, LABELS))
     train_idx, test_idx = next(
         stratified_shuffle_split_generate_indices(y, n_train, n_test, rng=np.random.default_rng(seed))
     )
@@ -365,25 +277,27 @@ def _stratified_split(ds: Dataset, fraction: float, seed: int) -> Tuple[Dataset,
 
 def _class_counts(ds: Dataset, num_labels: int) -> List[int]:
     counts = [0] * num_labels
-    for y in _column(ds, "labels"):
+    for y in column(ds, LABELS):
         counts[y] += 1
     return counts
 
 
-def sample_per_class(ds: Dataset, k: int, seed: int, task_name: str, names: List[str]) -> Dataset:
-    """Keep ``k`` examples of each class, chosen with ``seed``; error if a class has fewer."""
+def sample_per_class(ds: Dataset, k: int, seed: int, task_name: str, names: List[str],
+                     option: str = "k_per_class") -> Dataset:
+    """Keep ``k`` examples of each class, chosen with ``seed``; error if a class has fewer
+    (naming ``option``, e.g. ``target.k_per_class``)."""
     counts = _class_counts(ds, len(names))
     short = [(names[c], n) for c, n in enumerate(counts) if n < k]
     if short:
         listed = ", ".join(f"'{name}' has {n}" for name, n in short)
         raise DataError(
-            f"task '{task_name}': `k_per_class: {k}` is larger than the training split allows ({listed}). "
-            f"Lower `k_per_class` to at most {min(counts)}."
+            f"task '{task_name}': `{option}: {k}` is larger than the training split allows ({listed}). "
+            f"Lower `{option}` to at most {min(counts)}."
         )
     shuffled = ds.shuffle(seed=seed)
     taken = [0] * len(names)
     keep = []
-    for i, y in enumerate(_column(shuffled, "labels")):
+    for i, y in enumerate(column(shuffled, LABELS)):
         if taken[y] < k:
             taken[y] += 1
             keep.append(i)

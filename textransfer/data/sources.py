@@ -16,10 +16,12 @@ import datasets
 from ..config import TaskConfig
 from ..errors import ConfigError, DataError
 from ..formats import DATA_FORMATS, FORMATS, by_extension, extension
+from .encoding import check_encoding
 
 # extension -> format of the files a labelled task can be read from
 TASK_EXTENSIONS = by_extension(DATA_FORMATS)
 _FORMAT_LIST = f"{', '.join(DATA_FORMATS[:-1])} or {DATA_FORMATS[-1]}"  # "csv, tsv, json, jsonl or parquet"
+TEXT_BUILDERS = ("csv", "json")  # the readers of text files, which take the task's `encoding`
 
 
 def task_format(path: str, task: TaskConfig) -> str:
@@ -31,7 +33,7 @@ def task_format(path: str, task: TaskConfig) -> str:
     if ext not in TASK_EXTENSIONS:
         raise DataError(
             f"task '{task.name}': cannot tell the format of '{path}' from its extension '{ext or '(none)'}'. "
-            f"Set `{task.name}.format` to one of {', '.join(DATA_FORMATS)}, or rename the file."
+            f"Set `{task.option_name('format')}` to one of {', '.join(DATA_FORMATS)}, or rename the file."
         )
     return TASK_EXTENSIONS[ext].name
 
@@ -40,7 +42,8 @@ def files_format(task: TaskConfig, paths: Sequence[str]) -> str:
     """The one format of ``paths`` (a task is read with one reader)."""
     formats = {task_format(p, task) for p in paths}
     if len(formats) > 1:
-        raise DataError(f"task '{task.name}': data files mix formats {sorted(formats)}; use one format per task.")
+        raise DataError(f"task '{task.name}': data files mix formats {sorted(formats)}; use one format per task "
+                        f"(`{task.option_name('data_files')}`).")
     return formats.pop()
 
 
@@ -61,12 +64,13 @@ def _files_from_path(task: TaskConfig):
     if p.is_dir():
         found = sorted(str(f) for f in p.iterdir() if _suffix(f.name) in TASK_EXTENSIONS)
         if not found:
-            raise DataError(f"task '{task.name}': folder '{p}' holds no {_FORMAT_LIST} file.")
+            raise DataError(f"task '{task.name}': folder '{p}' (`{task.option_name('path')}`) holds no {_FORMAT_LIST} "
+                            f"file.")
         return {Path(f).name.split(".")[0]: f for f in found}
     if _looks_like_path(task.path):
         raise DataError(
-            f"task '{task.name}': file not found: '{task.path}'. Check `path` (relative paths are "
-            f"resolved against the config file's folder and the current directory)."
+            f"task '{task.name}': file not found: '{task.path}'. Check `{task.option_name('path')}` (relative "
+            f"paths are resolved against the config file's folder and the current directory)."
         )
     return None
 
@@ -79,7 +83,8 @@ def local_files(task: TaskConfig) -> Optional[Dict[str, List[str]]]:
     if isinstance(files, str):
         files = {"train": files}
     if not isinstance(files, dict):
-        raise ConfigError(f"task '{task.name}': `data_files` must be a path or a mapping split -> path.")
+        option = task.option_name("data_files")
+        raise ConfigError(f"task '{task.name}': `{option}` must be a path or a mapping split -> path.", option=option)
     out = {}
     for split, paths in files.items():
         paths = [paths] if isinstance(paths, str) else list(paths)
@@ -87,17 +92,22 @@ def local_files(task: TaskConfig) -> Optional[Dict[str, List[str]]]:
             if not Path(p).is_file():
                 raise DataError(
                     f"task '{task.name}': file not found for split '{split}': '{p}'. "
-                    f"Fix `data_files.{split}` (relative paths are resolved against the config file's folder)."
+                    f"Fix `{task.option_name('data_files')}.{split}` (relative paths are resolved against the "
+                    f"config file's folder)."
                 )
         out[str(split)] = paths
     return out
 
 
 def reader_options(task: TaskConfig, fmt: str) -> Dict[str, Any]:
-    """The csv reader's options from the task (delimiter, quoting, header names); none otherwise."""
-    if FORMATS[fmt].builder != "csv":
+    """The reader's options from the task: the encoding of a text format, and the csv reader's
+    delimiter, quoting and header names."""
+    if FORMATS[fmt].builder not in TEXT_BUILDERS:
         return {}
-    options: Dict[str, Any] = {"delimiter": task.delimiter or FORMATS[fmt].delimiter}
+    options: Dict[str, Any] = {"encoding": task.encoding}
+    if FORMATS[fmt].builder != "csv":
+        return options
+    options["delimiter"] = task.delimiter or FORMATS[fmt].delimiter
     if task.quoting is not None:
         options["quoting"] = task.quoting
     if task.column_names:
@@ -105,10 +115,20 @@ def reader_options(task: TaskConfig, fmt: str) -> Dict[str, Any]:
     return options
 
 
+def reader_options_named(task: TaskConfig) -> str:
+    """The options that decide how a file is parsed, as the user writes them."""
+    names = [f"`{task.option_name(o)}`" for o in ("format", "delimiter", "quoting", "column_names", "encoding")]
+    return ", ".join(names[:-1]) + " and " + names[-1]
+
+
 def load_files(task: TaskConfig, paths: List[str], fmt: str, cache_dir: Optional[str] = None,
                streaming: bool = False):
     """One split's files through ``datasets.load_dataset``: a ``Dataset``, or an
-    ``IterableDataset`` with ``streaming``."""
+    ``IterableDataset`` with ``streaming``. Text files are checked against ``encoding`` first
+    (``encoding.py``), so that one that does not decode is named with its line."""
+    if FORMATS[fmt].builder in TEXT_BUILDERS:
+        for path in paths:
+            check_encoding(task, path)
     # Read under datasets' neutral name `train`: the user's split names (`dev-2024`, `all`)
     # need not follow datasets' rules for split names.
     return datasets.load_dataset(FORMATS[fmt].builder, data_files={"train": paths}, split="train",

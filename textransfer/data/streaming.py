@@ -23,10 +23,10 @@ on it (``benchmarks/scale.py`` prints both rates).
 
 Batches: :class:`LengthGroupedStream` shuffles the stream in a buffer
 (``IterableDataset.shuffle(seed, buffer_size)``), then groups each window of
-``LENGTH_GROUP_BATCHES * batch_size`` examples (see ``batching.py``) by length into batches and shuffles the batches within the
-window, the streaming counterpart of ``LengthGroupedBatchSampler``. Under several processes
-each process reads its own part of the stream (``datasets.distributed.split_dataset_by_node``),
-so no two processes train on the same row.
+``LENGTH_GROUP_BATCHES * batch_size`` examples (see ``batching.py``) by length into batches and
+shuffles the batches within the window, the streaming counterpart of ``LengthGroupedBatchSampler``.
+Under several processes each process reads its own part of the stream
+(``datasets.distributed.split_dataset_by_node``), so no two processes train on the same row.
 """
 
 from __future__ import annotations
@@ -47,9 +47,10 @@ from torch.utils.data import DataLoader
 from ..config import TaskConfig
 from ..errors import ConfigError, DataError
 from .batching import LENGTH_GROUP_BATCHES, Collator
-from .sources import files_format, load_files, local_files
+from .sources import files_format, load_files, local_files, reader_options_named
 from .task import TaskData
-from .transforms import JoinText, RowFilter, check_columns, check_filter_column, parse_filter
+from .transforms import (LABEL_VALUE, LABELS, ROW, TEXT, TEXT_PAIR, RowFilter, ToSchema, check_columns,
+                         filter_column, fresh_column, parse_filter, schema_features)
 
 DEFAULT_EVAL_ROWS = 1000  # rows each of validation and test taken from the stream's head
 
@@ -59,9 +60,10 @@ def check_streaming_task(task: TaskConfig) -> None:
     """Options that need the whole table cannot be applied to a stream: say so before reading."""
     if task.k_per_class is not None:
         raise ConfigError(
-            f"task '{task.name}': `k_per_class` samples per class from the whole training split, which a stream "
-            f"(`streaming: true`) does not have. Remove `k_per_class` or set `streaming: false`."
-        )
+            f"task '{task.name}': `{task.option_name('k_per_class')}` samples per class from the whole training "
+            f"split, which a stream (`{task.option_name('streaming')}: true`) does not have. Remove "
+            f"`{task.option_name('k_per_class')}` or set `{task.option_name('streaming')}: false`.",
+            option=task.option_name("k_per_class"))
 
 
 def _file_identity(paths: List[str]) -> List[Any]:
@@ -102,7 +104,8 @@ class _Source:
         except Exception as err:  # the Hub client raises many types; all mean the same to a user
             raise DataError(
                 f"task '{task.name}': could not stream split '{split}' of '{task.path}': {type(err).__name__}: "
-                f"{err}. If the Hub cannot be reached, point `path` or `data_files` at local files."
+                f"{err}. If the Hub cannot be reached, point `{task.option_name('path')}` or "
+                f"`{task.option_name('data_files')}` at local files."
             ) from None
 
     def has_split(self, split: str) -> bool:
@@ -121,17 +124,20 @@ def _first_row(task: TaskConfig, ds: IterableDataset, split: str, origin: str) -
         row = next(iter(ds.take(1)), None)
     except Exception as err:  # parse errors come from pandas/pyarrow with many types
         raise DataError(f"task '{task.name}': could not read split '{split}' ({origin}): {type(err).__name__}: "
-                        f"{err}. Check `format`, `delimiter`, `quoting` and `column_names`.") from None
+                        f"{err}. Check {reader_options_named(task)}.") from None
     if row is None:
         raise DataError(f"task '{task.name}': split '{split}' ({origin}) has no rows.")
     return row
 
 
 class _AddRow:
-    """The 1-based ``row`` number of each example in its split."""
+    """The 1-based row number of each example in its split, in ``column``."""
+
+    def __init__(self, column: str):
+        self.column = column
 
     def __call__(self, batch, indices):
-        return {"row": [i + 1 for i in indices]}
+        return {self.column: [i + 1 for i in indices]}
 
 
 class _StreamLabels:
@@ -140,10 +146,11 @@ class _StreamLabels:
     def __init__(self, task: TaskConfig, split: str, origin: str, names: List[str], mapping):
         self.task_name, self.split, self.origin = task.name, split, origin
         self.column, self.base, self.names, self.mapping = task.label_column, task.label_base, names, mapping
+        self.label_names_option, self.base_option = task.option_name("label_names"), task.option_name("label_base")
 
     def __call__(self, batch):
         out = []
-        for v, r in zip(batch[self.column], batch["row"]):
+        for v, r in zip(batch[LABEL_VALUE], batch[ROW]):
             if self.mapping is not None:
                 y = self.mapping.get(v)
             elif isinstance(v, (int, float)) and not isinstance(v, bool) and float(v).is_integer():
@@ -155,11 +162,11 @@ class _StreamLabels:
                 raise DataError(
                     f"task '{self.task_name}': split '{self.split}' ({self.origin}), column '{self.column}': label "
                     f"{v!r} in row {r} is not in the declared label set {self.names}"
-                    f"{'' if self.mapping is not None else f' (label_base: {self.base})'}. Fix the data, add it to "
-                    f"`label_names`, or filter the row out."
+                    f"{'' if self.mapping is not None else f' (`{self.base_option}: {self.base}`)'}. Fix the data, "
+                    f"add it to `{self.label_names_option}`, or filter the row out."
                 )
             out.append(y)
-        return {"labels": out}
+        return {LABELS: out}
 
 
 class _NonEmpty:
@@ -167,35 +174,36 @@ class _NonEmpty:
 
     def __init__(self, task: TaskConfig, split: str, origin: str, pair: bool):
         self.task_name, self.split, self.origin, self.pair, self.mode = task.name, split, origin, pair, task.empty_text
+        self.option = task.option_name("empty_text")
 
     def __call__(self, batch):
         keep = [bool(t) and (not self.pair or bool(p)) for t, p in
-                zip(batch["text"], batch["text_pair"] if self.pair else batch["text"])]
+                zip(batch[TEXT], batch[TEXT_PAIR] if self.pair else batch[TEXT])]
         if self.mode == "error" and not all(keep):
-            row = batch["row"][keep.index(False)]
+            row = batch[ROW][keep.index(False)]
             raise DataError(f"task '{self.task_name}': split '{self.split}' ({self.origin}): empty or null text in "
-                            f"row {row}. Fix the data, or set `{self.task_name}.empty_text: drop` to drop such rows.")
+                            f"row {row}. Fix the data, or set `{self.option}: drop` to drop such rows.")
         return keep
 
 
 def _pipeline(task: TaskConfig, ds: IterableDataset, split: str, origin: str, names, mapping) -> IterableDataset:
-    """The lazy counterpart of ``load_task``'s per-split steps: rows, filters, labels, text."""
+    """The lazy counterpart of ``load_task``'s per-split steps: rows, filters, the package's
+    schema (the user's columns dropped, whatever their names), labels, text."""
     columns = list(_first_row(task, ds, split, origin))  # a stream may not know its columns before reading
     check_columns(task, columns, split, origin)
-    if "row" in columns:
-        ds = ds.remove_columns("row")
+    row_column = fresh_column(ROW, columns)  # beside the user's columns until they are dropped
     # One example per call (batch_size=1): a batched step over a stream names each output batch by
     # joining its examples' keys, so stacked batched steps build ever longer key strings (1,000
     # joined keys of 1,000 joined keys...): that cut the pipeline to ~3k rows/s. Only the
     # tokenizer, last, runs on real batches.
     one = dict(batched=True, batch_size=1)
-    ds = ds.map(_AddRow(), with_indices=True, **one)
-    for column, op, value in (parse_filter(f, task.name) for f in task.filters):
-        check_filter_column(task, column, columns, split, origin)
-        ds = ds.filter(RowFilter(column, op, value), **one)
-    ds = ds.map(_StreamLabels(task, split, origin, names, mapping), **one)
-    ds = ds.map(JoinText(task.text_columns, task.text_separator, task.text_pair_column), **one,
-                remove_columns=[c for c in columns if c not in ("row",)])
+    features = ds.features
+    ds = ds.map(_AddRow(row_column), with_indices=True, **one)
+    for column, op, value in (parse_filter(f, task) for f in task.filters):
+        ds = ds.filter(RowFilter(filter_column(task, column, columns, row_column, split, origin), op, value), **one)
+    ds = ds.map(ToSchema(task, row_column), **one, remove_columns=columns + [row_column],
+                features=schema_features(task, features))
+    ds = ds.map(_StreamLabels(task, split, origin, names, mapping), **one, remove_columns=[LABEL_VALUE])
     # (labels stay plain ids here: a stream's features are often unknown until read, so the
     # ClassLabel cast is done on the materialised validation/test tables)
     return ds.filter(_NonEmpty(task, split, origin, bool(task.text_pair_column)), **one)
@@ -212,8 +220,8 @@ def _label_set(task: TaskConfig, ds: IterableDataset, first: Dict[str, Any]):
     else:
         raise ConfigError(
             f"task '{task.name}': with `streaming: true` the label set cannot be inferred (that needs a pass over "
-            f"the whole training split); declare it: `{task.name}.label_names: [...]` in id order."
-        )
+            f"the whole training split); declare it: `{task.option_name('label_names')}: [...]` in id order.",
+            option=task.option_name("label_names"))
     # string labels map through the names; integer ones (and ClassLabel ids) index into them
     is_string = isinstance(first.get(task.label_column), str)
     return names, ({name: i for i, name in enumerate(names)} if is_string else None)
@@ -245,7 +253,7 @@ def load_stream_task(task: TaskConfig, cache_dir: Optional[str] = None) -> TaskD
     source = _Source(task, cache_dir)
     if source.available is not None and task.train_split not in source.available:
         raise DataError(f"task '{task.name}': split '{task.train_split}' not found; the data has splits "
-                        f"{source.available}. Set `train_split`.")
+                        f"{source.available}. Set `{task.option_name('train_split')}`.")
     origin = source.origin(task.train_split)
     train = source.open(task.train_split)
     names, mapping = _label_set(task, train, _first_row(task, train, task.train_split, origin))
@@ -256,7 +264,7 @@ def load_stream_task(task: TaskConfig, cache_dir: Optional[str] = None) -> TaskD
     for role in ("validation", "test"):
         if len(splits[role]) == 0:
             raise DataError(f"task '{task.name}': the {role} split is empty; the stream has too few rows.")
-        splits[role] = splits[role].cast_column("labels", ClassLabel(names=names))
+        splits[role] = splits[role].cast_column(LABELS, ClassLabel(names=names))
     if task.max_train_samples is not None:
         train = train.take(task.max_train_samples)  # the stream's first rows, not a seeded sample
     splits["train"] = train
@@ -274,7 +282,8 @@ def _own_eval_splits(task: TaskConfig, source: _Source, names, mapping, info: Di
             continue  # never two roles for one split
         if source.available is not None and split not in source.available and split != role:
             # a split the user named must exist (as in load_task)
-            raise DataError(f"task '{task.name}': {role} split '{split}' (from `{role}_split`) not found; the "
+            raise DataError(f"task '{task.name}': {role} split '{split}' (from `{task.option_name(role + '_split')}`) "
+                            f"not found; the "
                             f"data has splits {source.available}. Name one of those, or remove the option to hold "
                             f"out the stream's first rows as the {role} split.")
         if source.has_split(split):  # else: carved from the stream's head

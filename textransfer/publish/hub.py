@@ -2,6 +2,7 @@
 
 ```
 textransfer push runs/demo --repo-id me/news-to-reviews [--private] [--revision R] [--commit-message M]
+textransfer push runs/demo --repo-id me/news-baseline --arm baseline   # one arm by name
 ```
 
 or from the library (``push_to_hub: true`` in a recipe does the same at the end of ``run``):
@@ -12,10 +13,13 @@ url = push_to_hub("runs/demo", "me/news-to-reviews", private=True)
 ```
 
 One commit carries the target model (weights and ``config.json`` with the label names), the
-tokenizer and the model card. We call ``huggingface_hub``'s ``create_repo`` +
-``create_commit`` ourselves rather than ``model.push_to_hub``: that needs the model loaded in
-memory and writes it to a temp folder again, while the run already has the exact files on disk,
-and one commit lets the card go up beside them, built in memory with the repo id in its usage
+tokenizer and the model card. A run directory pushes its shipped model (``model/``: the arm
+with the better validation score, see ``run/shipping.py``); ``arm="transfer"|"baseline"``
+pushes that arm, wherever the run keeps it (``model/`` or ``models/<arm>/``).
+
+We call ``huggingface_hub``'s ``create_repo`` + ``create_commit`` ourselves rather than
+``model.push_to_hub``: that needs the model loaded in memory and writes it to a temp folder
+again, while the run already has the exact files on disk, and one commit lets the card go up beside them, built in memory with the repo id in its usage
 snippet, without touching the local ``README.md``.
 
 The token comes from where ``huggingface_hub`` looks (``HF_TOKEN``, then the saved
@@ -31,7 +35,8 @@ from pathlib import Path
 from typing import Optional
 
 from ..errors import ConfigError, TextransferError
-from ..files import resolve_model
+from ..files import ModelLocation, resolve_model
+from ..training.results import ARMS, RunResults
 
 # Files of a run's model folder that are not part of the model (temporary files of an
 # interrupted save, editor droppings).
@@ -42,14 +47,16 @@ class HubError(TextransferError):
     """Pushing to (or reading from) the Hub failed; the message names the repo and the cause."""
 
 
-def model_card_text(model_dir: Path, results=None, config=None, repo_id: Optional[str] = None) -> str:
-    """The card to upload: the run's card (updating the folder's README.md, in memory) or a minimal one."""
+def model_card_text(model_dir: Path, results=None, config=None, repo_id: Optional[str] = None,
+                    arm: Optional[str] = None) -> str:
+    """The card to upload: the run's card for ``arm``'s model (default: the shipped one), updating the
+    folder's README.md in memory, or a minimal one."""
     from .card import minimal_card, render_card
 
     readme = model_dir / "README.md"
     existing = readme.read_text() if readme.is_file() else None
     if results is not None:
-        return render_card(results, config or {}, repo_id=repo_id, existing=existing)
+        return render_card(results, config or {}, repo_id=repo_id, existing=existing, arm=arm)
     model_config = json.loads((model_dir / "config.json").read_text())
     id2label = model_config.get("id2label") or {}
     labels = [str(id2label[k]) for k in sorted(id2label, key=int)]
@@ -60,9 +67,34 @@ def _scrub(text: str, token: Optional[str]) -> str:
     return text.replace(token, "***") if token else text
 
 
+def arm_location(model: str, arm: Optional[str]) -> ModelLocation:
+    """Where the model to push is: ``model``'s own (a run's shipped ``model/``), or with ``arm``
+    the run's model of that arm (``model/`` when it was shipped, else ``models/<arm>/``)."""
+    where = resolve_model(model, hub_ids=False)
+    if arm is None:
+        return where
+    if arm not in ARMS:
+        raise ConfigError(f"--arm {arm}: choose one of {', '.join(ARMS)}.")
+    if where.run_dir is None or where.results is None:
+        raise ConfigError(f"--arm {arm} needs a run directory (with results.json); '{model}' is a model folder. "
+                          f"Pass the run directory, or push the folder without --arm.")
+    results = RunResults.from_dict(where.results)
+    if results.arm_stage(arm) is None:
+        raise ConfigError(f"--arm {arm}: the run in '{model}' trained no {arm} model (`baseline: false`?); "
+                          f"push it without --arm.")
+    if results.selected is None and arm != "transfer":
+        raise ConfigError(f"--arm {arm}: the run in '{model}' is from before runs kept both arms; it keeps only its "
+                          f"transfer model, in model/. Push it without --arm.")
+    folder = where.run_dir / (results.selected.folder(arm) if results.selected else "model")
+    if not (folder / "config.json").is_file():
+        raise ConfigError(f"--arm {arm}: '{folder}' holds no saved model; push the run without --arm, or "
+                          f"run it again to write both arms.")
+    return ModelLocation(str(folder), where.run_dir, where.results, where.run_config)
+
+
 def push_to_hub(model: str, repo_id: str, private: Optional[bool] = None, revision: Optional[str] = None,
                 commit_message: Optional[str] = None, token: Optional[str] = None,
-                endpoint: Optional[str] = None) -> str:
+                endpoint: Optional[str] = None, arm: Optional[str] = None) -> str:
     """Upload a run's target model, tokenizer and model card to ``repo_id``; return the commit URL.
 
     Args:
@@ -74,6 +106,8 @@ def push_to_hub(model: str, repo_id: str, private: Optional[bool] = None, revisi
         commit_message (`str`, *optional*): defaults to "Upload <target> classifier (textransfer)".
         token (`str`, *optional*): defaults to ``HF_TOKEN`` / the saved login.
         endpoint (`str`, *optional*): defaults to ``HF_ENDPOINT`` / huggingface.co.
+        arm (`str`, *optional*): ``transfer`` or ``baseline``: push that arm of the run in ``model``
+            instead of its shipped ``model/``.
 
     Raises:
         `HubError`: no token, the Hub refused or could not be reached; local files are unchanged.
@@ -83,13 +117,13 @@ def push_to_hub(model: str, repo_id: str, private: Optional[bool] = None, revisi
 
     if not repo_id or repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise ConfigError(f"--repo-id '{repo_id}': use the form user/name (or org/name).")
-    where = resolve_model(model, hub_ids=False)
+    where = arm_location(model, arm)
     folder, results, config = Path(where.path), where.results, where.run_config
     token = token or get_token()
     if not token:
         raise HubError(f"cannot push to '{repo_id}': no Hugging Face token. Set HF_TOKEN or run `hf auth login` "
                        f"(the token is read from there and never written anywhere).")
-    card = model_card_text(folder, results, config, repo_id=repo_id)
+    card = model_card_text(folder, results, config, repo_id=repo_id, arm=arm)
     files = sorted(f for f in folder.rglob("*") if f.is_file() and not f.name.startswith(_SKIP_PREFIXES)
                    and f.relative_to(folder).as_posix() != "README.md")
     operations = [CommitOperationAdd(path_in_repo=f.relative_to(folder).as_posix(), path_or_fileobj=str(f))
@@ -97,7 +131,7 @@ def push_to_hub(model: str, repo_id: str, private: Optional[bool] = None, revisi
     operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card.encode()))
     if commit_message is None:
         what = f"{results['target']['task']} classifier" if results else "model"
-        commit_message = f"Upload {what} (textransfer)"
+        commit_message = f"Upload {what} (textransfer{f', {arm} arm' if arm else ''})"
 
     api = HfApi(endpoint=endpoint, token=token)
     try:
@@ -151,6 +185,6 @@ def push_run(run_dir, repo_id: str, private: bool = False, revision: Optional[st
 # ---------------------------------------------------------------------------- command line
 def command(args) -> int:
     url = push_to_hub(args.run_dir, args.repo_id, private=args.private or None, revision=args.revision,
-                      commit_message=args.commit_message)
+                      commit_message=args.commit_message, arm=getattr(args, "arm", None))
     print(f"Pushed to {url}")
     return 0

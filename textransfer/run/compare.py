@@ -44,6 +44,7 @@ def comparison_row(name: str, results: RunResults) -> Dict[str, Any]:
         "gain_ci": results.verdict.gain_ci or {},
         "negative_transfer": results.verdict.negative_transfer,
         "verdict": results.verdict.text,
+        "shipped": results.shipped_arm,  # the arm in <strategy>/model/ (chosen on validation)
         "train_time_s": round(timings.get("source_s", 0.0) + timings.get("target_s", 0.0), 3),
         "target_train_time_per_epoch_s": transfer.train_time_per_epoch_s if transfer.trained else None,
         "results": f"{name}/results.json",
@@ -112,7 +113,7 @@ def compare_strategies(cfg: RunConfig, strategies: List[str], output_dir, overwr
         run_cfg.strategy = strategy
         results = run_transfer(run_cfg, output_dir=out / name, overwrite=True, baseline_cache=cache)
         rows.append(comparison_row(name, RunResults.from_dict(results)))
-    baselines = {kind: baseline.summary.metrics for kind, baseline in cache.items()}
+    baselines = {kind: shared.baseline.summary.metrics for kind, shared in cache.items()}
     comparison = {"model": cfg.model.name_or_path, "seed": cfg.seed, "source": cfg.source.name if cfg.source else None,
                   "target": cfg.target.name, "baselines": baselines,
                   "strategies": {r["strategy"]: r for r in rows}}

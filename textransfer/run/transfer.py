@@ -8,7 +8,9 @@
    pretrained encoder.
 
 The run reports both target results, the gain with a paired-bootstrap 95% interval, and flags
-negative transfer when the transfer model is worse than the baseline beyond that noise.
+negative transfer when the transfer model is worse than the baseline beyond that noise
+(``verdict.py``). It ships the arm with the better validation score as ``model/`` and keeps the
+other in ``models/<arm>/`` (``shipping.py``, ``outputs.py``).
 
 Everything that can be wrong with the inputs (config, files, columns, labels, splits, model
 id, ``max_length``, output directory) is checked before the first training step.
@@ -36,20 +38,20 @@ import datasets
 from ..config import RunConfig
 from ..data.loading import TaskData, load_task
 from ..data.tokenization import check_max_length, tokenize_splits
-from ..files import atomic_write_text, check_output_dir, write_json
-from ..metrics.significance import paired_bootstrap
-from ..modeling.loading import load_model_config, load_tokenizer, save_model_atomically
-from ..publish.card import write_card
-from ..publish.hub import check_push, push_run
-from ..publish.report import plot_confusion_matrix, plot_learning_curves, plot_transfer_gain
-from ..strategies import Baseline, RunContext, Strategy, TransferOutcome, get_strategy, train_baseline
-from ..training.checkpointing import prepare_checkpoint_root
-from ..training.results import (DataSummary, NoiseTest, RunResults, StageSummary, TargetResults, TestPredictions,
-                                Verdict)
-from ..training.accelerator import make_accelerator
+from ..errors import ConfigError
+from ..files import check_output_dir
+from ..modeling.loading import load_model_config, load_tokenizer
+from ..publish.hub import check_push
+from ..strategies import RunContext, Strategy, TransferOutcome, get_strategy, train_baseline
+from ..training.checkpointing import prepare_checkpoint_root, stage_model_dir
+from ..training.results import DataSummary, RunResults, StageSummary, TargetResults
+from ..training.accelerator import end_tracking, make_accelerator, start_tracking
+from .outputs import finish_run
+from .shipping import SharedBaseline, select_arm
+from .verdict import judge_transfer, warn_if_imbalanced
 
 # the baselines `compare` shares across its runs: baseline kind -> the baseline trained for it
-BaselineCache = Dict[str, Baseline]
+BaselineCache = Dict[str, SharedBaseline]
 
 
 def prepare(cfg: RunConfig):
@@ -94,23 +96,45 @@ def run_transfer(cfg: RunConfig, output_dir: Optional[str] = None, overwrite: Op
     if cfg.push_to_hub:  # fail before training, not after it, when the push cannot happen
         check_push(cfg.hub_repo_id, out)
     strategy = get_strategy(cfg.strategy)
+    check_ship(cfg, strategy)
     clock = Timings()
     run = prepare_run(cfg, out, clock)
+    target = run.tasks["target"]
+    imbalance = warn_if_imbalanced(cfg, (target.info.get("class_counts") or {}).get("test"), target.label_names,
+                                   main_process=run.accelerator.is_main_process)
     outcome = train_transfer_arm(strategy, run, clock)
     results = RunResults(model=cfg.model.name_or_path, seed=cfg.seed, strategy=dataclasses.asdict(strategy.config),
-                         target=target_results(run.tasks["target"], outcome),
+                         target=target_results(target, outcome),
                          source=source_results(outcome.source, run.tasks), extra=dict(outcome.extra))
-    if cfg.baseline and ("source" in run.tasks or not strategy.needs_source):
+    baseline = None
+    if has_baseline(cfg, strategy):
         baseline, results.baseline_reused = baseline_for(strategy, run, baseline_cache, clock)
-        results.target.baseline = dataclasses.replace(baseline.summary, kind=strategy.baseline_kind)
-        results.verdict = judge_transfer(outcome.test, baseline.test, cfg, run.tasks["target"].num_labels)
+        results.target.baseline = dataclasses.replace(baseline.baseline.summary, kind=strategy.baseline_kind)
+        results.verdict = judge_transfer(outcome.test, baseline.baseline.test, cfg, target.num_labels)
+    if imbalance:
+        results.verdict.text += f" Warning: {imbalance}"
+    results.selected = select_arm(results, cfg, strategy.baseline_kind if baseline is not None else None)
+    end_tracking(run.accelerator)  # every stage has logged
     clock.stop()
     results.timings = clock.rounded()
     results.train_samples_per_s = samples_per_second(results)
     results.world_size = run.accelerator.num_processes
     if out is not None:
-        finish_run(out, cfg, run, results, outcome)
+        finish_run(out, cfg, run, results, outcome, baseline)
     return results.to_dict()
+
+
+def has_baseline(cfg: RunConfig, strategy: Strategy) -> bool:
+    """Whether the run trains a no-transfer baseline (asked for, and it has the task it needs)."""
+    return cfg.baseline and (cfg.source is not None or not strategy.needs_source)
+
+
+def check_ship(cfg: RunConfig, strategy: Strategy) -> None:
+    """``ship: baseline`` needs a baseline; said before any training."""
+    if cfg.ship == "baseline" and not has_baseline(cfg, strategy):
+        why = "`baseline: false`" if not cfg.baseline else "there is no source task, which its baseline needs"
+        raise ConfigError(f"`ship: baseline` but this run trains no baseline ({why}). Set `ship: best` or "
+                          f"`ship: transfer`, or train the baseline (`baseline: true`).", option="ship")
 
 
 def with_overrides(cfg: RunConfig, output_dir, overwrite: Optional[bool], resume: Optional[bool]) -> RunConfig:
@@ -144,7 +168,8 @@ class Timings:
 
 def prepare_run(cfg: RunConfig, out: Optional[Path], clock: Timings) -> RunContext:
     """Load, check and tokenize the tasks; only then, with every input checked, is the output folder written."""
-    accelerator = make_accelerator(cfg.mixed_precision)
+    # a precision this device cannot run, or an unknown or missing tracker, fails here, before loading
+    accelerator = make_accelerator(cfg.mixed_precision, report_to=cfg.report_to, output_dir=out)
     t0 = time.perf_counter()
     with accelerator.main_process_first():
         tokenizer, tasks = prepare(cfg)
@@ -154,6 +179,8 @@ def prepare_run(cfg: RunConfig, out: Optional[Path], clock: Timings) -> RunConte
         tokenized = {name: tokenize_splits(task.splits, tokenizer, cfg.model.max_length) for name, task in tasks.items()}
     clock.since("tokenize_s", t0)
     checkpoint_root = prepare_checkpoint_root(out, cfg, accelerator) if out is not None else None
+    start_tracking(accelerator, cfg.to_dict(), run_name=out.name if out is not None else "textransfer",
+                   fresh=not cfg.resume)
     return RunContext(cfg, accelerator, tokenizer, tasks, tokenized, checkpoint_root)
 
 
@@ -184,87 +211,29 @@ def target_results(target: TaskData, outcome: TransferOutcome) -> TargetResults:
 
 
 def baseline_for(strategy: Strategy, run: RunContext, cache: Optional[BaselineCache],
-                 clock: Timings) -> Tuple[Baseline, bool]:
+                 clock: Timings) -> Tuple[SharedBaseline, bool]:
     """The no-transfer baseline the strategy's gain is measured against (the same target training
     from the pretrained encoder, or for unsupervised adaptation the source model without it),
-    trained once per ``cache``; and whether it came from the cache."""
+    trained once per ``cache``; and whether it came from the cache. A cached baseline whose model
+    is on no disk (its run wrote no outputs) is trained again when this run has outputs to place it in."""
     t0 = time.perf_counter()
     kind = strategy.baseline_kind
     cache = {} if cache is None else cache
-    reused = kind in cache
+    cached = cache.get(kind)
+    reused = cached is not None and (run.checkpoint_root is None or cached.model_dir is not None)
     if not reused:
-        cache[kind] = train_baseline(run, kind)
+        baseline = train_baseline(run, kind)
+        # its stage record's model: moved (or copied) into the outputs when the run finishes
+        recorded = stage_model_dir(run.checkpoint_root, "baseline") if run.checkpoint_root is not None else None
+        cache[kind] = SharedBaseline(baseline, recorded)
     clock.since("baseline_s", t0)
     return cache[kind], reused
-
-
-def judge_transfer(transfer: TestPredictions, baseline: TestPredictions, cfg: RunConfig, num_labels: int) -> Verdict:
-    """The gain over the baseline per metric, its paired-bootstrap 95% interval, and the verdict on
-    the primary metric (``metric_for_best_model``): negative transfer when the interval is below 0."""
-    t, b = transfer.metrics, baseline.metrics
-    gain = {k: t[k] - b[k] for k in t if isinstance(t[k], float) and isinstance(b.get(k), float)}
-    assert transfer.references == baseline.references, "transfer and baseline saw different test sets"
-    ci = paired_bootstrap(transfer.predictions, baseline.predictions, transfer.references, num_labels,
-                          resamples=cfg.noise_resamples, seed=cfg.seed)
-    gain_ci = {k: v for k, v in ci.items() if k in gain}
-    primary = cfg.target_training.metric_for_best_model
-    interval, value = gain_ci.get(primary), gain.get(primary, 0.0)
-    if interval is not None:
-        negative, positive = interval["high"] < 0, interval["low"] > 0
-    else:  # a metric without a bootstrap: fall back to the sign alone
-        negative, positive = value < 0, value > 0
-    return Verdict(gain=gain, gain_ci=gain_ci, negative_transfer=bool(negative),
-                   text=verdict_text(primary, value, negative, positive),
-                   noise_test=NoiseTest(metric=primary, resamples=cfg.noise_resamples))
-
-
-def verdict_text(metric: str, gain: float, negative: bool, positive: bool) -> str:
-    if negative:
-        return (f"NEGATIVE TRANSFER: {metric} {gain:+.4f} vs the no-transfer baseline, "
-                f"beyond noise (95% CI entirely below 0).")
-    if positive:
-        return f"Transfer helped: {metric} {gain:+.4f} vs the no-transfer baseline (95% CI above 0)."
-    return f"No significant difference: {metric} {gain:+.4f} vs the no-transfer baseline (95% CI spans 0)."
 
 
 def samples_per_second(results: RunResults) -> Dict[str, float]:
     """Training throughput per stage, named as ``results.json`` names it (the transfer stage is ``target``)."""
     stages = (("source", results.source), ("target", results.target.transfer), ("baseline", results.target.baseline))
     return {name: stage.train_samples_per_s for name, stage in stages if stage is not None}
-
-
-def finish_run(out: Path, cfg: RunConfig, run: RunContext, results: RunResults, outcome: TransferOutcome) -> None:
-    """Write the outputs on the main process, then push them when asked."""
-    accelerator = run.accelerator
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        write_outputs(out, cfg, results, outcome, run.tokenizer)
-    accelerator.wait_for_everyone()
-    # after the barrier: a failed push raises on the main process alone, and the other
-    # processes, past every collective call, exit instead of waiting for it
-    if cfg.push_to_hub and accelerator.is_main_process:
-        push_run(out, cfg.hub_repo_id, private=cfg.hub_private, revision=cfg.hub_revision)
-
-
-def write_outputs(out: Path, cfg: RunConfig, results: RunResults, outcome: TransferOutcome, tokenizer) -> None:
-    """``model/`` (with its card), ``config.yaml``, the plots and ``results.json``."""
-    out.mkdir(parents=True, exist_ok=True)
-    # With the model card; a card already in model/ (user edits outside the markers) is updated.
-    final = out / "model"
-    save_model_atomically(outcome.model, tokenizer, final,
-                          finish=lambda tmp: write_card(tmp, results, cfg.to_dict(), previous=final / "README.md"))
-    atomic_write_text(out / "config.yaml", cfg.to_yaml())
-    plots = {}
-    if plot_learning_curves(results, out / "learning_curves.png", metric=cfg.target_training.metric_for_best_model):
-        plots["learning_curves"] = "learning_curves.png"
-    if plot_transfer_gain(results, out / "transfer_gain.png"):
-        plots["transfer_gain"] = "transfer_gain.png"
-    target = results.target
-    plot_confusion_matrix(outcome.test.predictions, outcome.test.references, target.label_names,
-                          out / "confusion_matrix.png", title=f"{target.task}: transfer model, test split")
-    plots["confusion_matrix"] = "confusion_matrix.png"
-    results.plots = plots
-    write_json(out / "results.json", results.to_dict())
 
 
 __all__ = ["run_transfer", "prepare", "check_output_dir"]

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, NamedTuple, Optional, Type, Union
+from typing import Any, Callable, Dict, NamedTuple, Optional, Type
 
 import torch
 from accelerate import Accelerator
@@ -45,25 +45,21 @@ from ..training.results import StageSummary, TestPredictions
 from ..training.stage import StageEnvironment, StageOutcome, StageSpec, TrainerFactory, train_stage
 from ..training.trainer import StageTrainer
 
-if TYPE_CHECKING:
-    from .features import FeatureClassifier
-
 
 @dataclass
 class TransferOutcome:
     """What a strategy's transfer arm produced.
 
     Args:
-        model: the final target model (saved as ``model/``): a Hugging Face model, or for
-            ``features`` its frozen encoder with the trained head (a later change makes that one
-            a Hugging Face model too; its saved format stays as it is until then).
+        model (`PreTrainedModel`): the final target model, a plain sequence-classification model
+            (whatever the strategy trained with, it ships as one; saved as ``model/``).
         transfer (`StageSummary`): the target stage's record.
         test (`TestPredictions`): the target test split's predictions and references.
         source (`StageSummary`, *optional*): the source stage's record, when there is one.
         extra (`dict`): anything strategy-specific for ``results.json``'s top level.
     """
 
-    model: Union[PreTrainedModel, "FeatureClassifier"]
+    model: PreTrainedModel
     transfer: StageSummary
     test: TestPredictions
     source: Optional[StageSummary] = None

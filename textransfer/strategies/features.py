@@ -1,13 +1,40 @@
 """``features``: a frozen encoder as a feature extractor, a small head trained on its features.
 
 The encoder (the source-tuned one by default, or the pretrained one) runs **once** over each
-target split; its mean-pooled features are kept as tensors and the head trains on those for
+target split; its features are kept as tensors and the head trains on those for
 ``target_training.num_epochs`` epochs, so an epoch costs a pass of a tiny head over cached
 vectors instead of a pass of the whole encoder (see README for the measured ratio).
 
-Heads: ``linear`` (a linear layer trained with AdamW on mini-batches), ``logistic``
-(multinomial logistic regression with an L2 penalty, fitted full-batch with L-BFGS: a
-convex problem, one L-BFGS step per epoch) and ``mlp`` (one hidden layer with dropout).
+**What is shipped is a plain ``AutoModelForSequenceClassification``** with the target's labels:
+``pipeline("text-classification", model=RUN/"model")`` and ``textransfer predict`` load it like
+any other strategy's model. So the features are the ones that standard model computes itself,
+and the trained head *is* part of it; nothing is added at load time:
+
+* ``linear`` and ``logistic``: the features are the input of the architecture's **final linear
+  layer** (BERT: the pooler's output; RoBERTa, XLM-R, ELECTRA, MPNet: the classification head's
+  dense layer and activation on the first token; DeBERTa: its ContextPooler's output;
+  DistilBERT: ``pre_classifier`` and ReLU on the first token), captured by a forward hook on that
+  layer while the model runs in eval mode (dropout off, as in ``pipeline``). The head trained on
+  them is that final layer itself (a linear layer trained with AdamW on mini-batches; or
+  multinomial logistic regression with an L2 penalty fitted full-batch with L-BFGS, a convex
+  problem, one L-BFGS step per epoch), so the shipped model computes exactly ``head(features)``.
+  The layers below it (a pooler, a dense layer) stay frozen with the encoder, as loaded: for
+  RoBERTa-style heads that dense layer is freshly initialised, a fixed random projection.
+* ``mlp``: the features are the first token's last hidden state (what every supported head
+  reads), and the head is the architecture's **own classification head** (BERT: pooler and
+  classifier; RoBERTa/XLM-R/ELECTRA/MPNet: the classification head; DeBERTa: ContextPooler and
+  classifier; DistilBERT: ``pre_classifier`` and classifier), trained on the cached states with
+  its own dropout. ``strategy.mlp_hidden`` therefore has no effect: the hidden layer is the
+  architecture's (its hidden size). An architecture without a known head layout is refused.
+
+Either way, before the head trains, its output on the cached features is checked against the
+logits the whole model gave in the same pass; a mismatch (an architecture whose head does
+something we do not reproduce) stops the run with an error instead of shipping a model that
+would answer differently from the one trained.
+
+Why not mean pooling (the representation this strategy used before): no standard
+sequence-classification head mean-pools, so a head trained on mean-pooled features could only
+ship as a custom model that ``pipeline`` silently loads without it.
 
 The features are computed in every process on the whole split (the head is tiny; no sharding
 is needed and every process fits the same head).
@@ -15,11 +42,10 @@ is needed and every process fits the same head).
 
 from __future__ import annotations
 
-import json
+import logging
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from accelerate.utils import set_seed
@@ -27,67 +53,161 @@ from tqdm.auto import tqdm
 
 from ..config.strategies import FeaturesConfig
 from ..data.batching import eval_dataloader, sort_by_length
+from ..errors import ConfigError
 from ..metrics.scores import compute_metrics
 from ..modeling.freezing import parameter_report
+from ..modeling.loading import swap_head
 from ..training.results import StageSummary, TestPredictions
 from ..training.selection import is_better
-from .base import RunContext, Strategy, TransferOutcome, masked_mean
+from .base import RunContext, Strategy, TransferOutcome
 from .registry import register_strategy
 
-# dropout between the mlp head's two layers: the usual classifier-head value (BERT's
-# hidden_dropout_prob), a light regulariser for a head that sees the same fixed vectors every epoch
-MLP_DROPOUT = 0.1
+logger = logging.getLogger(__name__)
+
 # L-BFGS evaluations per optimiser step (PyTorch's default); one step is one epoch of the
 # logistic head, so an epoch refines the convex fit by up to this many line searches
 LBFGS_MAX_ITER = 20
 SPLITS = ("train", "validation", "test")
+# How close the head's logits on the cached features must be to the whole model's: float32
+# rounding of the same operations on differently shaped batches stays orders of magnitude below
+CHECK_TOLERANCE = 1e-4
+# rows of the train split on which that check runs (the head is tiny; this costs nothing)
+CHECK_ROWS = 256
+# where the supported architectures keep their final linear layer (RoBERTa-style heads: out_proj),
+# looked up by name first: a dense layer of the head maps to as many units when there are as many
+# labels as hidden units
+FINAL_LAYER_NAMES = ("classifier.out_proj", "classifier")
 
 
-def make_head(kind: str, dim: int, num_labels: int, hidden: int = 256) -> torch.nn.Module:
-    if kind == "mlp":
-        return torch.nn.Sequential(torch.nn.Linear(dim, hidden), torch.nn.ReLU(), torch.nn.Dropout(MLP_DROPOUT),
-                                   torch.nn.Linear(hidden, num_labels))
-    return torch.nn.Linear(dim, num_labels)
+# ---------------------------------------------------------------------------- head layouts
+def _pooled_head(parts, states):  # BERT, DeBERTa: pooler on the first token, dropout, classifier
+    return parts["classifier"](parts["dropout"](parts["pooler"](states.unsqueeze(1))))
 
 
-class FeatureClassifier(torch.nn.Module):
-    """A frozen encoder, mean pooling, and the trained head.
+def _sequence_head(parts, states):  # RoBERTa-style heads take the sequence and read its first token
+    return parts["classifier"](states.unsqueeze(1))
 
-    ``save_pretrained(directory)`` writes the encoder as a Hugging Face model folder plus
-    ``feature_head.pt`` and ``feature_head.json`` (the head's kind, sizes and labels).
+
+def _distilbert_head(parts, states):
+    return parts["classifier"](parts["dropout"](torch.relu(parts["pre_classifier"](states))))
+
+
+@dataclass(frozen=True)
+class HeadLayout:
+    """Where an architecture's classification head sits and how it maps the first token's last
+    hidden state to logits, as its ``ForSequenceClassification.forward`` does.
+
+    ``parts``: name -> submodule path (``{base}`` is the model's ``base_model_prefix``).
     """
 
-    def __init__(self, encoder, head: torch.nn.Module, kind: str, label_names, hidden: int):
+    parts: Dict[str, str]
+    logits: Callable[[torch.nn.ModuleDict, torch.Tensor], torch.Tensor]
+
+
+_POOLED = {"pooler": "{base}.pooler", "dropout": "dropout", "classifier": "classifier"}
+HEAD_LAYOUTS: Dict[str, HeadLayout] = {
+    "bert": HeadLayout(_POOLED, _pooled_head),
+    "deberta": HeadLayout(dict(_POOLED, pooler="pooler"), _pooled_head),
+    "deberta-v2": HeadLayout(dict(_POOLED, pooler="pooler"), _pooled_head),
+    "distilbert": HeadLayout({"pre_classifier": "pre_classifier", "dropout": "dropout", "classifier": "classifier"},
+                             _distilbert_head),
+    **{t: HeadLayout({"classifier": "classifier"}, _sequence_head)
+       for t in ("roberta", "xlm-roberta", "camembert", "electra", "mpnet")},
+}
+
+
+class FirstTokenHead(torch.nn.Module):
+    """A model's own classification head as a module of its own: first-token states -> logits.
+
+    Its parts *are* the model's modules (shared, not copied), so training it trains the model.
+    """
+
+    def __init__(self, model, layout: HeadLayout):
         super().__init__()
-        self.encoder, self.head, self.kind = encoder, head, kind
-        self.label_names, self.hidden = list(label_names), hidden
+        base = model.base_model_prefix
+        self.parts = torch.nn.ModuleDict({name: model.get_submodule(path.format(base=base))
+                                          for name, path in layout.parts.items()})
+        self.layout = layout
 
-    def forward(self, input_ids=None, attention_mask=None, **kw):
-        kw.pop("labels", None)
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kw).last_hidden_state
-        return self.head(masked_mean(hidden, attention_mask))
-
-    def save_pretrained(self, directory) -> None:
-        directory = Path(directory)
-        self.encoder.save_pretrained(directory)
-        torch.save(self.head.state_dict(), directory / "feature_head.pt")
-        (directory / "feature_head.json").write_text(json.dumps(
-            {"head": self.kind, "pooling": "mean", "label_names": self.label_names, "mlp_hidden": self.hidden}, indent=2))
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        return self.layout.logits(self.parts, states)
 
 
+def final_linear(model) -> torch.nn.Linear:
+    """The architecture's final linear layer: where the supported ones keep it, else the one layer
+    outside the encoder that maps to the labels."""
+    for name in FINAL_LAYER_NAMES:
+        try:
+            layer = model.get_submodule(name)
+        except AttributeError:
+            continue
+        if isinstance(layer, torch.nn.Linear):
+            return layer
+    prefix = model.base_model_prefix + "."
+    found = [m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and not n.startswith(prefix)
+             and m.out_features == model.config.num_labels]
+    if len(found) != 1:
+        raise ConfigError(f"strategy `features`: cannot tell the final linear layer of a {model.config.model_type} "
+                          f"classifier ({len(found)} candidates); use another strategy for this model.")
+    return found[0]
+
+
+def model_head(model, kind: str) -> Tuple[torch.nn.Module, torch.nn.Module, str]:
+    """``(head to train, module whose output or input holds the features, which)`` for ``kind``.
+
+    ``which`` is ``"input"`` (the features are that module's input: the final linear layer) or
+    ``"first_token"`` (its output's first token: the encoder's last hidden state).
+    """
+    if kind != "mlp":
+        layer = final_linear(model)
+        return layer, layer, "input"
+    layout = HEAD_LAYOUTS.get(model.config.model_type)
+    if layout is None:
+        raise ConfigError(f"`strategy.head: mlp` trains the architecture's own classification head, whose layout "
+                          f"is known for {', '.join(sorted(HEAD_LAYOUTS))}, not {model.config.model_type}; use "
+                          f"`strategy.head=linear` or `strategy.head=logistic`.")
+    return FirstTokenHead(model, layout), model.base_model, "first_token"
+
+
+# ---------------------------------------------------------------------------- features
 @torch.no_grad()
-def encode(encoder, ds, tokenizer, batch_size: int, device) -> Dict[str, torch.Tensor]:
-    """Mean-pooled features and labels of ``ds`` (in length-sorted order), one encoder pass."""
-    encoder.eval()
-    feats, labels = [], []
-    for batch in eval_dataloader(sort_by_length(ds), tokenizer, batch_size):
-        labels.append(batch.pop("labels"))
-        batch = {k: v.to(device) for k, v in batch.items()}
-        hidden = encoder(**batch).last_hidden_state
-        feats.append(masked_mean(hidden, batch.get("attention_mask")).float().cpu())
-    return {"features": torch.cat(feats), "labels": torch.cat(labels)}
+def encode(model, ds, tokenizer, batch_size: int, device, source: torch.nn.Module,
+           which: str) -> Dict[str, Any]:
+    """Features, the model's logits, the labels and the row ids of ``ds`` (length-sorted order):
+    one forward pass of ``model`` per batch, in eval mode, the features taken by a hook on ``source``."""
+    model.eval()
+    ordered = sort_by_length(ds)
+    caught: List[torch.Tensor] = []
+
+    def hook(_module, inputs, output):
+        caught.append(inputs[0] if which == "input" else output[0][:, 0])
+
+    handle = source.register_forward_hook(hook)
+    logits, labels = [], []
+    try:
+        for batch in eval_dataloader(ordered, tokenizer, batch_size):
+            labels.append(batch.pop("labels"))
+            logits.append(model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu())
+    finally:
+        handle.remove()
+    return {"features": torch.cat([f.float().cpu() for f in caught]), "logits": torch.cat(logits),
+            "labels": torch.cat(labels), "rows": list(ordered["row"]) if "row" in ordered.column_names else None}
 
 
+def check_head_reproduces(head: torch.nn.Module, cached: Dict[str, torch.Tensor], model_type: str, kind: str) -> None:
+    """Stop if ``head`` on the cached features does not give the logits the whole model gave."""
+    head.eval()
+    with torch.no_grad():
+        got = head(cached["features"][:CHECK_ROWS])
+    want = cached["logits"][:CHECK_ROWS]
+    if not torch.allclose(got, want, atol=CHECK_TOLERANCE, rtol=CHECK_TOLERANCE):
+        gap = (got - want).abs().max().item()
+        raise ConfigError(f"`strategy.head: {kind}` on {model_type}: the head on the cached features does not "
+                          f"reproduce the model's own output (max gap {gap:.2e}), so the shipped model would not "
+                          f"answer as trained; use another `strategy.head` or another strategy for this model.")
+
+
+# ---------------------------------------------------------------------------- fitting a head
 @dataclass
 class HeadFit:
     """What fitting a head on cached features produced."""
@@ -129,9 +249,14 @@ def minibatch_epoch(head, optimizer, x, y, batch_size: int, generator) -> Tuple[
 
 
 def predict(head, features: torch.Tensor) -> List[int]:
+    return probabilities(head, features).argmax(-1).tolist()
+
+
+def probabilities(head, features: torch.Tensor) -> torch.Tensor:
+    """The class probabilities ``head`` gives ``features`` (eval mode), as the shipped model's softmax."""
     head.eval()
     with torch.no_grad():
-        return head(features).argmax(-1).tolist()
+        return torch.softmax(head(features).float(), dim=-1)
 
 
 def train_head(head, train, validation, cfg: FeaturesConfig, args, metrics, seed: int,
@@ -140,10 +265,11 @@ def train_head(head, train, validation, cfg: FeaturesConfig, args, metrics, seed
     set_seed(seed)
     fit, best, best_state = HeadFit(samples=len(train["features"]) * args.num_epochs), None, None
     x, y = train["features"], train["labels"]
+    params = [p for p in head.parameters() if p.requires_grad]
     if cfg.head == "logistic":
-        optimizer = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=LBFGS_MAX_ITER, line_search_fn="strong_wolfe")
+        optimizer = torch.optim.LBFGS(params, lr=1.0, max_iter=LBFGS_MAX_ITER, line_search_fn="strong_wolfe")
     else:
-        optimizer = torch.optim.AdamW(head.parameters(), lr=cfg.head_learning_rate, weight_decay=args.weight_decay)
+        optimizer = torch.optim.AdamW(params, lr=cfg.head_learning_rate, weight_decay=args.weight_decay)
     generator = torch.Generator().manual_seed(seed)
     for epoch in tqdm(range(args.num_epochs), desc=desc, leave=False):
         head.train()
@@ -166,37 +292,56 @@ def train_head(head, train, validation, cfg: FeaturesConfig, args, metrics, seed
     return fit
 
 
+# ---------------------------------------------------------------------------- the strategy
+def warn_unused_options(cfg: FeaturesConfig) -> None:
+    default = {f.name: f.default for f in fields(FeaturesConfig)}["mlp_hidden"]
+    if cfg.mlp_hidden != default:
+        logger.warning("`strategy.mlp_hidden: %s` has no effect: the mlp head is the architecture's own "
+                       "classification head, whose hidden layer has the model's hidden size.", cfg.mlp_hidden)
+
+
 @register_strategy("features", FeaturesConfig)
 class Features(Strategy):
     needs_source = False  # `encoder: pretrained` works without one
 
+    def target_model(self, run: RunContext) -> Tuple[torch.nn.Module, Optional[StageSummary]]:
+        """The classifier whose encoder makes the features, with a head for the target labels."""
+        if self.config.encoder != "source":
+            return run.pretrained("target"), None
+        run.require_source("features (encoder: source)")
+        stage = run.train_stage("source", run.pretrained("source"), "source", run.cfg.source_training)
+        return swap_head(stage.model, run.tasks["target"].label_names, seed=run.cfg.seed), stage.summary
+
     def train_transfer(self, run: RunContext) -> TransferOutcome:
         cfg, args = self.config, run.cfg.target_training
-        source: Optional[StageSummary] = None
-        if cfg.encoder == "source":
-            run.require_source("features (encoder: source)")
-            stage = run.train_stage("source", run.pretrained("source"), "source", run.cfg.source_training)
-            encoder, source = stage.model.base_model, stage.summary
-        else:
-            encoder = run.pretrained("target").base_model
-        encoder.requires_grad_(False)
+        warn_unused_options(cfg)
+        model, source = self.target_model(run)
+        head, feature_source, which = model_head(model, cfg.head)
+        model.requires_grad_(False)
+        head.requires_grad_(True)
         device = run.accelerator.device
-        encoder.to(device)
+        model.to(device)
         t0 = time.perf_counter()
-        cached = {split: encode(encoder, run.tokenized["target"][split], run.tokenizer, args.eval_batch_size, device)
+        cached = {split: encode(model, run.tokenized["target"][split], run.tokenizer, args.eval_batch_size, device,
+                                feature_source, which)
                   for split in SPLITS}
         feature_time = time.perf_counter() - t0
-        target = run.tasks["target"]
-        set_seed(run.cfg.seed)
-        head = make_head(cfg.head, cached["train"]["features"].shape[1], target.num_labels, cfg.mlp_hidden)
+        model.cpu()  # the head trains on the CPU, where the cached features are
+        check_head_reproduces(head, cached["train"], model.config.model_type, cfg.head)
         fit = train_head(head, cached["train"], cached["validation"], cfg, args, run.cfg.metrics, run.cfg.seed)
-        refs = cached["test"]["labels"].tolist()
-        preds = predict(head, cached["test"]["features"])
-        test = TestPredictions(compute_metrics(preds, refs, run.cfg.metrics), preds, refs)
-        model = FeatureClassifier(encoder.cpu(), head, cfg.head, target.label_names, cfg.mlp_hidden)
-        summary = head_summary(target.name, test, fit, args.num_epochs, feature_time, cfg,
+        model.eval()
+        test = test_predictions(head, cached["test"], run.cfg.metrics)
+        summary = head_summary(run.tasks["target"].name, test, fit, args.num_epochs, feature_time, cfg,
                                parameters=parameter_report(model).as_dict())
         return TransferOutcome(model=model, transfer=summary, test=test, source=source)
+
+
+def test_predictions(head, cached: Dict[str, Any], metrics: List[str]) -> TestPredictions:
+    """The head's predictions, class probabilities and metrics on the cached test split."""
+    scores = probabilities(head, cached["features"])
+    preds, refs = scores.argmax(-1).tolist(), cached["labels"].tolist()
+    return TestPredictions(compute_metrics(preds, refs, metrics), preds, refs, scores=scores.tolist(),
+                           rows=cached["rows"])
 
 
 def head_summary(task: str, test: TestPredictions, fit: HeadFit, epochs: int, feature_time: float,

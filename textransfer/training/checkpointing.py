@@ -8,8 +8,12 @@ A run's ``checkpoints/`` folder holds, per stage (``source``, ``target``, ``base
   epoch, running loss, patience count, history, steps), ``scheduler.json`` (the learning-rate
   schedule's ``state_dict``) and ``best.safetensors`` (the best validation weights kept in
   memory for ``load_best_model_at_end``). ``COMPLETE`` is written last.
-* ``done.json`` (+ ``model/`` for source and target): written when the stage has finished,
-  with its summary and test predictions, so a resumed run skips finished stages.
+* ``done.json`` (+ ``model/``): written when the stage has finished, with its summary and test
+  predictions, so a resumed run skips finished stages.
+
+A run that finishes removes the whole folder (``remove_checkpoints``) unless
+``keep_checkpoints`` or a stage's ``save_checkpoints`` asks to keep it; a killed run never gets
+that far, so ``--resume`` always finds what it needs.
 
 Why our own layer over ``save_state``: Accelerate writes straight into the target folder, so a
 kill mid-write leaves a folder that looks like a checkpoint. Here everything goes to
@@ -169,7 +173,10 @@ class StageCheckpoints:
 
 # ---------------------------------------------------------------------------- stages
 
+CHECKPOINTS_FOLDER = "checkpoints"  # in a run's output folder; removed when the run finishes (remove_checkpoints)
 RUN_CONFIG = "config.yaml"
+RUN_RESULTS = "results.json"  # written last by a run: its presence means the run finished
+STAGE_MODEL = "model"
 # options that may differ between a run and its resumption
 _RESUME_FREE = ("output_dir", "overwrite_output_dir", "resume")
 
@@ -190,27 +197,14 @@ def prepare_checkpoint_root(out: Path, cfg, accelerator) -> Path:
     A fresh run (``cfg.resume`` false) removes checkpoints an earlier run left there (it was
     allowed to overwrite), so nothing stale is ever resumed. A resumed run requires the
     folder to be a textransfer run and the config to match the one the run started with:
-    resuming under another config would splice two different runs together.
+    resuming under another config would splice two different runs together. A run that
+    finished and removed its checkpoints (no ``keep_checkpoints``) has nothing left to resume.
     """
-    root = Path(out) / "checkpoints"
+    out = Path(out)
+    root = out / CHECKPOINTS_FOLDER
     saved = root / RUN_CONFIG
     if cfg.resume:  # every process checks (reads only), so all raise together
-        if Path(out).is_dir() and any(Path(out).iterdir()) and not saved.is_file():
-            raise OutputDirError(
-                f"--resume: '{out}' holds no textransfer checkpoints ({saved} is missing), so there is nothing "
-                f"to resume. Run without --resume into a new directory."
-            )
-        if saved.is_file():
-            before = _flat(yaml.safe_load(saved.read_text()))
-            now = _flat(cfg.to_dict())
-            changed = sorted(k for k in set(before) | set(now)
-                             if k.split(".")[0] not in _RESUME_FREE and before.get(k) != now.get(k))
-            if changed:
-                shown = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed[:5])
-                raise ConfigError(
-                    f"--resume: the config differs from the one the run in '{out}' started with ({shown}). "
-                    f"Resume with the same recipe and overrides, or start a new run in another directory."
-                )
+        check_resumable(out, saved, cfg)
     if accelerator.is_main_process:
         if not cfg.resume and root.exists():
             shutil.rmtree(root)
@@ -220,10 +214,60 @@ def prepare_checkpoint_root(out: Path, cfg, accelerator) -> Path:
     return root
 
 
+def check_resumable(out: Path, saved: Path, cfg) -> None:
+    """Raise unless ``out`` holds a run that ``cfg`` can resume (see `prepare_checkpoint_root`)."""
+    # a finished run without checkpoints still has its resolved config beside its results
+    finished = (out / RUN_RESULTS).is_file() and (out / RUN_CONFIG).is_file()
+    started = saved if saved.is_file() else (out / RUN_CONFIG if finished else None)
+    if out.is_dir() and any(out.iterdir()) and started is None:
+        raise OutputDirError(
+            f"--resume: '{out}' holds no textransfer checkpoints ({saved} is missing), so there is nothing "
+            f"to resume. Run without --resume into a new directory."
+        )
+    if started is not None:
+        before = _flat(yaml.safe_load(started.read_text()))
+        now = _flat(cfg.to_dict())
+        changed = sorted(k for k in set(before) | set(now)
+                         if k.split(".")[0] not in _RESUME_FREE and before.get(k) != now.get(k))
+        if changed:
+            shown = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed[:5])
+            raise ConfigError(
+                f"--resume: the config differs from the one the run in '{out}' started with ({shown}). "
+                f"Resume with the same recipe and overrides, or start a new run in another directory."
+            )
+    if started is not None and not saved.is_file():
+        raise OutputDirError(
+            f"--resume: the run in '{out}' has finished ({RUN_RESULTS} is written) and its checkpoints were removed "
+            f"(`keep_checkpoints: false`), so there is nothing to resume: its outputs are complete. To train it "
+            f"again, run without --resume with --overwrite, or into a new directory."
+        )
+
+
+def keeps_checkpoints(cfg) -> bool:
+    """Whether a finished run keeps ``checkpoints/``: asked for with ``keep_checkpoints``, or by
+    either stage's ``save_checkpoints`` (whose epoch checkpoints are of no use once removed)."""
+    return bool(cfg.keep_checkpoints or cfg.source_training.save_checkpoints or cfg.target_training.save_checkpoints)
+
+
+def remove_checkpoints(out: Path) -> None:
+    """Remove a finished run's ``checkpoints/`` (stage records, their models, step checkpoints).
+
+    Call it on the main process, once every output is written: a run killed before that
+    still has them, and ``--resume`` finishes it.
+    """
+    shutil.rmtree(Path(out) / CHECKPOINTS_FOLDER, ignore_errors=True)
+
+
 def stage_done(root: Path, stage: str) -> Optional[Dict[str, Any]]:
-    """The record of a finished stage, or None."""
+    """The record of a finished stage, or None (also when the model it recorded is gone: a run
+    killed while it moved that model into its outputs trains the stage again on resume)."""
     path = Path(root) / stage / STAGE_DONE
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    done = json.loads(path.read_text())
+    if done.get("model") and stage_model_dir(root, stage) is None:
+        return None
+    return done
 
 
 def record_stage(root: Path, stage: str, record: Dict[str, Any], model=None, tokenizer=None, accelerator=None) -> None:
@@ -238,15 +282,22 @@ def record_stage(root: Path, stage: str, record: Dict[str, Any], model=None, tok
     folder = Path(root) / stage
     folder.mkdir(parents=True, exist_ok=True)
     if model is not None:
-        save_model_atomically(model, tokenizer, folder / "model")
+        save_model_atomically(model, tokenizer, folder / STAGE_MODEL)
+        record = {**record, "model": STAGE_MODEL}
     write_json(folder / STAGE_DONE, record)
     if accelerator is not None:
         accelerator.wait_for_everyone()
 
 
+def stage_model_dir(root: Path, stage: str) -> Optional[Path]:
+    """The folder of the model a finished stage saved, or None when there is none."""
+    folder = Path(root) / stage / STAGE_MODEL
+    return folder if (folder / "config.json").is_file() else None
+
+
 def load_stage_model(root: Path, stage: str):
     """The model a finished stage saved (``record_stage(..., model=...)``)."""
-    return AutoModelForSequenceClassification.from_pretrained(Path(root) / stage / "model")
+    return AutoModelForSequenceClassification.from_pretrained(Path(root) / stage / STAGE_MODEL)
 
 
 # ---------------------------------------------------------------------------- Ctrl-C

@@ -75,3 +75,23 @@ class LoopState:
         fields = dict(data)
         result = StageResult(**fields.pop("result"))
         return cls(**fields, result=result)
+
+
+@dataclass
+class LossWindow:
+    """The training loss since the trackers last logged it (``logging_steps``): the mean of those
+    batches' losses, as transformers' Trainer logs it. Not checkpointed: a resumed run's first
+    point averages the batches since the resume."""
+
+    total: float = 0.0
+    batches: int = 0
+
+    def add(self, loss: float) -> None:
+        self.total += loss
+        self.batches += 1
+
+    def take(self) -> float:
+        """The window's mean loss; the window starts again empty."""
+        mean = self.total / max(self.batches, 1)
+        self.total, self.batches = 0.0, 0
+        return mean

@@ -12,7 +12,7 @@ No torch here: the publishing layer reads these without loading a model.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 Metrics = Dict[str, Any]  # metric name -> value (floats; a custom metric may return another type)
 
@@ -34,7 +34,13 @@ def _unknown(d: Mapping[str, Any], known: Iterable[str]) -> Dict[str, Any]:
 
 @dataclass
 class TestPredictions:
-    """A model's predictions on a test split (length-sorted order) and their metrics."""
+    """A model's predictions on a test split (length-sorted order) and their metrics.
+
+    ``scores`` (each prediction's class probabilities, in label-id order) and ``rows`` (the
+    dataset's ``row`` id of each prediction) come from `StageTrainer.evaluate`; they are None
+    where a strategy predicted some other way. They travel in a stage's record (``--resume``)
+    and ``test_predictions.jsonl``, never in ``results.json``.
+    """
 
     __test__ = False  # not a pytest test class, whatever its name
 
@@ -42,15 +48,20 @@ class TestPredictions:
     predictions: List[int]
     references: List[int]
     eval_time_s: Optional[float] = None  # None when the predictions did not come from `StageTrainer.evaluate`
+    scores: Optional[List[List[float]]] = None
+    rows: Optional[List[int]] = None
 
     def to_dict(self) -> Dict[str, Any]:
         d = {"metrics": self.metrics, "predictions": self.predictions, "references": self.references}
         _put(d, "eval_time_s", self.eval_time_s)
+        _put(d, "scores", self.scores)
+        _put(d, "rows", self.rows)
         return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "TestPredictions":
-        return cls(d["metrics"], list(d["predictions"]), list(d["references"]), d.get("eval_time_s"))
+        return cls(d["metrics"], list(d["predictions"]), list(d["references"]), d.get("eval_time_s"),
+                   d.get("scores"), d.get("rows"))
 
 
 @dataclass
@@ -191,6 +202,46 @@ class Verdict:
         return cls(d.get("gain") or {}, d.get("negative_transfer"), d.get("verdict", ""), d.get("gain_ci"),
                    NoiseTest.from_dict(d["noise_test"]) if d.get("noise_test") else None)
 
+    def disagreement(self) -> Tuple[List[str], List[str]]:
+        """``(metrics whose gain interval is wholly above 0, those wholly below 0)``: when both are
+        non-empty, the transfer model is better beyond noise on some measures and worse on others."""
+        intervals = self.gain_ci or {}
+        above = [k for k, ci in intervals.items() if ci["low"] > 0]
+        below = [k for k, ci in intervals.items() if ci["high"] < 0]
+        return above, below
+
+
+ARMS = ("transfer", "baseline")
+SHIPPED_FOLDER = "model"  # the shipped arm: what `pipeline`, `predict` and `push` load by default
+OTHER_ARMS_FOLDER = "models"  # the arm not shipped, as models/<arm>/
+
+
+@dataclass
+class Selection:
+    """Which target model a run ships as ``model/`` and why (``results.json``'s ``selected``).
+
+    ``validation`` holds each arm's validation score on ``metric_for_best_model`` (the score
+    the choice was made on; empty when no target label could be used to choose).
+    """
+
+    arm: str  # one of ARMS
+    reason: str
+    validation: Dict[str, Optional[float]] = field(default_factory=dict)
+
+    def folder(self, arm: str) -> str:
+        """Where ``arm``'s model is, relative to the run directory."""
+        return SHIPPED_FOLDER if arm == self.arm else f"{OTHER_ARMS_FOLDER}/{arm}"
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"arm": self.arm, "reason": self.reason, "validation": self.validation}
+
+    @classmethod
+    def from_dict(cls, d: Optional[Mapping[str, Any]]) -> Optional["Selection"]:
+        """None for a run written before runs chose an arm (its ``model/`` is the transfer model)."""
+        if not d:
+            return None
+        return cls(d["arm"], d.get("reason", ""), dict(d.get("validation") or {}))
+
 
 @dataclass
 class TargetResults:
@@ -217,7 +268,8 @@ class TargetResults:
 
 
 _RUN_KEYS = ("model", "seed", "strategy", "source", "target", "baseline_reused", "gain", "gain_ci",
-             "negative_transfer", "noise_test", "verdict", "timings", "train_samples_per_s", "world_size", "plots")
+             "negative_transfer", "noise_test", "verdict", "selected", "timings", "train_samples_per_s", "world_size",
+             "plots")
 
 
 @dataclass
@@ -236,6 +288,7 @@ class RunResults:
     train_samples_per_s: Dict[str, float] = field(default_factory=dict)
     world_size: int = 1
     plots: Optional[Dict[str, str]] = None  # plot name -> file, once the outputs are written
+    selected: Optional[Selection] = None  # the arm shipped as model/ (None: a run from before the choice)
 
     def stages(self) -> Dict[str, StageSummary]:
         """The stages that ran, by name: ``source``, ``transfer``, ``baseline``."""
@@ -250,6 +303,7 @@ class RunResults:
         if self.baseline_reused:
             d["baseline_reused"] = True
         d.update(self.verdict.to_dict())
+        _put(d, "selected", self.selected.to_dict() if self.selected else None)
         d.update(timings=self.timings, train_samples_per_s=self.train_samples_per_s, world_size=self.world_size)
         _put(d, "plots", self.plots)
         return d
@@ -261,7 +315,17 @@ class RunResults:
                    source=StageSummary.from_dict(d["source"]) if d.get("source") else None,
                    extra=_unknown(d, _RUN_KEYS), baseline_reused=bool(d.get("baseline_reused")),
                    timings=dict(d.get("timings") or {}), train_samples_per_s=dict(d.get("train_samples_per_s") or {}),
-                   world_size=d.get("world_size", 1), plots=d.get("plots"))
+                   world_size=d.get("world_size", 1), plots=d.get("plots"),
+                   selected=Selection.from_dict(d.get("selected")))
+
+    @property
+    def shipped_arm(self) -> str:
+        """The arm in ``model/`` (the transfer model for a run from before runs chose)."""
+        return self.selected.arm if self.selected else "transfer"
+
+    def arm_stage(self, arm: str) -> Optional[StageSummary]:
+        """The target stage of ``arm`` (``transfer`` or ``baseline``)."""
+        return self.target.transfer if arm == "transfer" else self.target.baseline
 
 
 def as_run_results(results: Union[RunResults, Mapping[str, Any]]) -> RunResults:

@@ -88,7 +88,7 @@ def train_stage(name: str, model, spec: StageSpec, env: StageEnvironment) -> Sta
         model, env.tokenizer, spec.args, env.accelerator, env.cfg.metrics, seed=env.cfg.seed,
         head_parameters=head_parameter_names(model),
         checkpoint_dir=env.checkpoint_root / name if env.checkpoint_root else None,
-        desc=name, resume=env.cfg.resume,
+        desc=name, resume=env.cfg.resume, logging_steps=env.cfg.logging_steps,
     )
     train_ds = spec.splits["train"] if spec.train_ds is None else spec.train_ds
     aux = {"aux_ds": spec.aux_ds} if spec.aux_ds is not None else {}

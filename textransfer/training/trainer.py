@@ -16,14 +16,19 @@ optimiser, schedule), restores a checkpoint's :class:`LoopState` or starts a fre
 alternates ``_train_epoch`` (each batch through ``_training_step``, each optimiser step counted,
 checkpointed or stopped in ``_count_optimizer_step``) and ``_end_epoch`` (evaluation, best
 weights, patience, checkpoint). Only :class:`LoopState` travels through checkpoints.
+
+With trackers (``report_to``, started by the run: ``accelerator.start_tracking``), the stage
+logs ``<stage>/train_loss`` and ``<stage>/learning_rate`` every ``logging_steps`` optimiser
+steps and ``<stage>/eval_*`` after each epoch (``_log_step``, ``_log_epoch``), on one run-wide
+step axis: the target stage's steps follow the source stage's.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import torch
 from accelerate import Accelerator
@@ -32,14 +37,14 @@ from torch.utils.data import DataLoader
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
-from ..config import TrainingConfig
+from ..config import RunConfig, TrainingConfig
 from ..data.batching import eval_dataloader, sort_by_length
 from ..metrics.scores import compute_metrics
 from ..modeling.layerwise import GradualUnfreezing
-from .accelerator import make_accelerator
+from .accelerator import advance_tracking, is_tracking, log_metrics, make_accelerator, tracking_step
 from .checkpointing import StageCheckpoints, StopOnInterrupt, capture_rng, restore_rng
 from .loaders import TrainBatches, aux_batches
-from .loop_state import LoopState, StageResult
+from .loop_state import LossWindow, LoopState, StageResult
 from .optimization import create_adamw, create_scheduler, parameter_groups
 from .selection import is_better
 
@@ -68,6 +73,8 @@ class TrainingRun:
     bar: Optional[tqdm] = None
     stop: Optional[StopOnInterrupt] = None
     clock: float = 0.0  # when the training time last counted (time.perf_counter)
+    log_start: int = 0  # the run-wide tracker step this stage's steps count from
+    loss_window: LossWindow = field(default_factory=LossWindow)  # batches since the last log
 
     def restore_pending_rng(self) -> None:
         if self.pending_rng is not None:
@@ -95,7 +102,9 @@ class StageTrainer:
             get ``args.head_learning_rate`` when set.
         checkpoint_dir (`Path`, *optional*): where checkpoints go (``checkpointing.py``).
         resume (`bool`): continue from the newest complete checkpoint in ``checkpoint_dir``.
-        desc (`str`): label of the progress bar.
+        desc (`str`): label of the progress bar, and the stage's prefix in the trackers' keys.
+        logging_steps (`int`): optimiser steps between two logs of the loss to the
+            accelerator's trackers (when it has any).
 
     Subclasses change the objective by overriding :meth:`compute_loss`; strategies use the
     other hooks: ``train(..., aux_ds=...)`` cycles a second dataset alongside the main one and
@@ -117,6 +126,7 @@ class StageTrainer:
         checkpoint_dir: Optional[Path] = None,
         desc: str = "train",
         resume: bool = False,
+        logging_steps: int = RunConfig.logging_steps,
     ):
         self.model = model
         self.tokenizer = tokenizer
@@ -128,6 +138,7 @@ class StageTrainer:
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.desc = desc
         self.resume = resume
+        self.logging_steps = logging_steps
 
     # ------------------------------------------------------------------ hooks
     def parameter_groups(self) -> List[Dict[str, Any]]:
@@ -190,7 +201,8 @@ class StageTrainer:
             eval_loader = acc.prepare(eval_dataloader(sort_by_length(eval_ds), self.tokenizer, args.eval_batch_size))
         checkpoints = StageCheckpoints(self.checkpoint_dir, acc) if self.checkpoint_dir is not None else None
         return TrainingRun(model=model, optimizer=optimizer, scheduler=scheduler, batches=batches,
-                           eval_loader=eval_loader, unfreezing=unfreezing, checkpoints=checkpoints)
+                           eval_loader=eval_loader, unfreezing=unfreezing, checkpoints=checkpoints,
+                           log_start=tracking_step(acc))
 
     def _restore_checkpoint(self, run: TrainingRun) -> LoopState:
         """The newest complete checkpoint's loop state when resuming (weights, optimiser,
@@ -243,7 +255,9 @@ class StageTrainer:
             if acc.sync_gradients:
                 run.scheduler.step()
             run.optimizer.zero_grad(set_to_none=True)
-        state.add_batch(loss.detach().float().item(), batch["input_ids"].shape[0])
+        value = loss.detach().float().item()
+        state.add_batch(value, batch["input_ids"].shape[0])
+        run.loss_window.add(value)
         return acc.sync_gradients
 
     def _prepare_gradients(self, run: TrainingRun, state: LoopState) -> None:
@@ -260,6 +274,8 @@ class StageTrainer:
         result.optimizer_steps += 1
         run.bar.update(1)
         run.bar.set_postfix(loss=f"{state.mean_loss:.4f}", epoch=state.epoch + 1)
+        if result.optimizer_steps % self.logging_steps == 0:
+            self._log_step(run, result.optimizer_steps)
         if result.optimizer_steps >= run.batches.total_steps:
             return True
         interrupted = run.stop.requested()  # every process asks, so all agree
@@ -278,6 +294,7 @@ class StageTrainer:
         if run.eval_loader is not None:
             entry.update(self._evaluate_epoch(run, state))
         result.history.append(entry)
+        self._log_epoch(run, entry)
         if self.accelerator.is_local_main_process:
             shown = {k: float(format(v, SUMMARY_FORMAT)) if isinstance(v, float) else v for k, v in entry.items()}
             run.bar.write(f"[{self.desc}] {shown}")
@@ -308,12 +325,30 @@ class StageTrainer:
             state.epochs_without_improvement += 1
         return {f"eval_{k}": v for k, v in metrics.items()}
 
+    def _log_step(self, run: TrainingRun, step: int) -> None:
+        """Log the mean loss since the last log (over every process) and the learning rate."""
+        acc = self.accelerator
+        if not is_tracking(acc):
+            return
+        loss = run.loss_window.take()
+        if acc.num_processes > 1:  # every process reaches this step together: the mean is collective
+            loss = acc.reduce(torch.tensor(loss, device=acc.device), reduction="mean").item()
+        log_metrics(acc, {f"{self.desc}/train_loss": loss, f"{self.desc}/learning_rate": run.scheduler.get_last_lr()[0]},
+                    step, run.log_start)
+
+    def _log_epoch(self, run: TrainingRun, entry: Dict[str, Any]) -> None:
+        """Log the epoch's validation metrics (``eval_*``) and the epoch number."""
+        if is_tracking(self.accelerator):
+            values = {f"{self.desc}/{k}": v for k, v in entry.items() if k.startswith("eval_") or k == "epoch"}
+            log_metrics(self.accelerator, values, entry["step"], run.log_start)
+
     def _save_checkpoint(self, run: TrainingRun, state: LoopState) -> None:
         run.checkpoints.save(state, run.scheduler.state_dict(), run.best_weights)
 
     def _finish_run(self, run: TrainingRun, state: LoopState) -> StageResult:
         """Load the best weights if kept, hand the plain model back and release Accelerate's references."""
         model = self.accelerator.unwrap_model(run.model)
+        advance_tracking(self.accelerator, run.log_start + state.result.optimizer_steps)
         if run.best_weights is not None:
             model.load_state_dict(run.best_weights)
         self.model = model
@@ -322,25 +357,41 @@ class StageTrainer:
 
     # ------------------------------------------------------------------ evaluate
     @torch.no_grad()
-    def _evaluate_loader(self, model, loader):
+    def _predict_loader(self, model, loader) -> Tuple[List[int], List[int], List[List[float]]]:
+        """Predicted ids, reference ids and class probabilities of every example of ``loader``,
+        gathered from all processes in the loader's order."""
         model.eval()
-        preds, refs = [], []
+        preds, refs, probs = [], [], []
         for batch in loader:
             labels = batch.pop("labels")
             logits = model(**batch).logits
-            p, r = self.accelerator.gather_for_metrics((logits.argmax(dim=-1), labels))
+            # probabilities in float32 whatever the autocast dtype: they are written out and compared
+            gathered = (logits.argmax(dim=-1), labels, logits.float().softmax(dim=-1))
+            p, r, s = self.accelerator.gather_for_metrics(gathered)
             preds.append(p.cpu())
             refs.append(r.cpu())
-        preds = torch.cat(preds).tolist() if preds else []
-        refs = torch.cat(refs).tolist() if refs else []
+            probs.append(s.cpu())
+        if not preds:
+            return [], [], []
+        return torch.cat(preds).tolist(), torch.cat(refs).tolist(), torch.cat(probs).tolist()
+
+    def _evaluate_loader(self, model, loader):
+        preds, refs, _ = self._predict_loader(model, loader)
         return compute_metrics(preds, refs, self.metrics), preds, refs
 
     def evaluate(self, ds) -> Dict[str, Any]:
-        """Metrics on ``ds`` plus predictions and references (in ``ds``'s length-sorted order)."""
+        """Metrics on ``ds`` plus predictions, references, class probabilities (``scores``) and the
+        dataset's ``row`` ids (``rows``, when ``ds`` has that column), all in ``ds``'s
+        length-sorted order."""
         t0 = time.perf_counter()
-        loader = self.accelerator.prepare(eval_dataloader(sort_by_length(ds), self.tokenizer, self.args.eval_batch_size))
+        ordered = sort_by_length(ds)
+        loader = self.accelerator.prepare(eval_dataloader(ordered, self.tokenizer, self.args.eval_batch_size))
         model = self.accelerator.prepare(self.model)
-        metrics, preds, refs = self._evaluate_loader(model, loader)
+        preds, refs, scores = self._predict_loader(model, loader)
         self.model = self.accelerator.unwrap_model(model)
-        return {"metrics": metrics, "predictions": preds, "references": refs,
-                "eval_time_s": time.perf_counter() - t0}
+        out: Dict[str, Any] = {"metrics": compute_metrics(preds, refs, self.metrics), "predictions": preds,
+                               "references": refs, "scores": scores}
+        if "row" in ordered.column_names:  # gather_for_metrics keeps the loader's order: row i is prediction i
+            out["rows"] = list(ordered["row"])
+        out["eval_time_s"] = time.perf_counter() - t0
+        return out
