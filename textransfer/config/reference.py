@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Tuple
 
 from .run import RunConfig
+from .schema import section_class
 from .strategies import StrategyConfig, config_class_of, strategy_names
 
 # Sections that share one dataclass are listed once, under a combined name.
@@ -56,16 +57,6 @@ def default_of(f: dataclasses.Field) -> Any:
     return None
 
 
-def _is_section(tp: Any) -> bool:
-    inner = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
-    return isinstance(inner[0], type) and dataclasses.is_dataclass(inner[0])
-
-
-def _section_class(tp: Any):
-    inner = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
-    return inner[0]
-
-
 def dataclass_options(cls, prefix: str) -> Iterator[OptionDoc]:
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
@@ -80,13 +71,14 @@ def run_options() -> Iterator[OptionDoc]:
     for f in fields:
         if f.name == "strategy":  # a mapping whose fields depend on its name: listed as strategy.*
             yield OptionDoc(f.name, "dict | str", repr(StrategyConfig().name), f.metadata.get("help", ""))
-        elif not _is_section(hints[f.name]):
+        elif section_class(hints[f.name]) is None:
             yield OptionDoc(f.name, type_name(hints[f.name]), repr(default_of(f)), f.metadata.get("help", ""))
     for f in fields:
-        if _is_section(hints[f.name]):
+        section = section_class(hints[f.name])
+        if section is not None:
             prefix = SHARED_SECTIONS.get(f.name, f"{f.name}.")
             if prefix is not None:
-                yield from dataclass_options(_section_class(hints[f.name]), prefix)
+                yield from dataclass_options(section, prefix)
     yield from strategy_options()
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import typing
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import yaml
 
@@ -24,8 +24,12 @@ def option(default=dataclasses.MISSING, help: str = "", **kwargs):
     return dataclasses.field(metadata={"help": help}, **kwargs)
 
 
-def _is_dataclass_type(tp) -> bool:
-    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+def section_class(tp) -> Optional[type]:
+    """The config dataclass a field of type ``tp`` holds (``TaskConfig`` for
+    ``Optional[TaskConfig]``), or None when the field is a plain option, not a section."""
+    inner = [a for a in typing.get_args(tp) if a is not type(None)]
+    candidate = inner[0] if len(inner) == 1 else tp
+    return candidate if isinstance(candidate, type) and dataclasses.is_dataclass(candidate) else None
 
 
 def build(cls, data: Dict[str, Any], prefix: str):
@@ -38,10 +42,9 @@ def build(cls, data: Dict[str, Any], prefix: str):
         if key not in names:
             raise unknown_option(cls, key, names, prefix)
         tp = hints[key]
-        inner = [a for a in typing.get_args(tp) if a is not type(None)]
-        target_type = tp if _is_dataclass_type(tp) else (inner[0] if len(inner) == 1 else None)
-        if _is_dataclass_type(target_type) and value is not None:
-            kwargs[key] = build(target_type, value, prefix=f"{prefix}{key}.")
+        section = section_class(tp)
+        if section is not None and value is not None:
+            kwargs[key] = build(section, value, prefix=f"{prefix}{key}.")
         else:
             try:
                 kwargs[key] = check_type(f"{prefix}{key}", tp, value)
