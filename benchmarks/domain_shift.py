@@ -1,9 +1,17 @@
 """Unsupervised domain adaptation on the Amazon multi-domain reviews (Blitzer et al., 2007).
 
 For each ordered pair of domains (books, dvd, electronics, kitchen): source-only fine-tuning
-(train on the source reviews, test on the target's) against ``dann``, ``mmd`` and ``coral``
-(source labels plus unlabelled target reviews; target labels never used in training). MiniLM-L6,
-one fixed seed. Each domain's 2,000 reviews are split (seeded, stratified) into train / 10%
+(train on the source reviews, test on the target's) against the methods that use unlabelled
+target reviews besides the source labels (target labels never used in training):
+
+* ``dann``, ``mmd``, ``coral``: feature alignment in the source stage;
+* ``dapt``: adaptive pretraining (masked LM on the target's reviews) before source fine-tuning;
+* ``udalm``: one encoder on ``lambda * L_cls(source) + (1 - lambda) * L_mlm(target)``;
+* ``self_training``: the source model's confident, class-balanced pseudo-labels of the target's
+  reviews, trained on with the source data;
+* ``instance_weighting``: source reviews weighted by a domain classifier's p(target|x)/p(source|x).
+
+MiniLM-L6, one fixed seed. Each domain's 2,000 reviews are split (seeded, stratified) into train / 10%
 validation / 20% test; the target's test reviews are held out of the unlabelled pool (the pool
 is the target's train split, labels dropped). A source-only model is trained once per source
 and tested on all three of its targets.
@@ -37,7 +45,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 DOMAINS = ["books", "dvd", "electronics", "kitchen"]
-METHODS = ["dann", "mmd", "coral"]
+METHODS = ["dann", "mmd", "coral", "dapt", "udalm", "self_training", "instance_weighting"]
 
 
 def make_parser():
@@ -59,6 +67,8 @@ def make_parser():
     # at 1.0 (the strategies' own default) dann and mmd fell to chance with 640 reviews; 0.1 worked
     p.add_argument("--alignment-weight", type=float, default=0.1,
                    help="dann's lambda_max and the mmd/coral weight (the strategies' own default is 1.0)")
+    p.add_argument("--mlm-learning-rate", type=float, default=1e-4,
+                   help="dapt: learning rate of the masked-LM stage (one pass over the unlabelled reviews)")
     p.add_argument("--jobs", type=int, default=1,
                    help="runs at a time, each in its own process with cpu_count/jobs torch threads")
     p.add_argument("--resume", action="store_true", help="go on from OUT.partial, left by a stopped run")
@@ -77,11 +87,24 @@ def task(data_dir: Path, domain: str, train_cap: int, eval_cap=None) -> dict:
 WEIGHT_OPTION = {"dann": "lambda_max", "mmd": "weight", "coral": "weight"}
 
 
-def run_config(args, source: str, target: str, strategy: dict):
+def method_options(args, method: str) -> dict:
+    """The run options of one method: its strategy, and for ``dapt`` the adaptive-pretraining stage."""
+    if method == "source_only":
+        return {"strategy": {"name": "finetune"}}
+    if method == "dapt":  # masked LM on the target's unlabelled reviews, then the source stage
+        return {"strategy": {"name": "finetune", "target_labels": False},
+                "adaptive_pretraining": {"before": ["source"], "text": "target", "max_examples": args.max_unlabelled,
+                                         "num_epochs": args.epochs, "batch_size": args.batch_size,
+                                         "learning_rate": args.mlm_learning_rate}}
+    strategy = {"name": method, "target_labels": False, "max_unlabelled": args.max_unlabelled}
+    if method in WEIGHT_OPTION:
+        strategy[WEIGHT_OPTION[method]] = args.alignment_weight
+    return {"strategy": strategy}
+
+
+def run_config(args, source: str, target: str, method: str):
     from textransfer import RunConfig
 
-    if strategy["name"] in WEIGHT_OPTION:
-        strategy = dict(strategy, **{WEIGHT_OPTION[strategy["name"]]: args.alignment_weight})
     eval_cap = 64 if args.smoke else None
     training = {"num_epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
                 "eval_batch_size": 64}
@@ -91,8 +114,7 @@ def run_config(args, source: str, target: str, strategy: dict):
         "source": task(data_dir, source, args.examples_per_domain, eval_cap),
         "target": task(data_dir, target, args.examples_per_domain, eval_cap),
         "source_training": training, "target_training": training, "seed": args.seed, "baseline": False,
-        "strategy": dict(strategy, target_labels=False, max_unlabelled=args.max_unlabelled)
-        if strategy["name"] != "finetune" else strategy})
+        **method_options(args, method)})
 
 
 def run_unit(args, unit):
@@ -119,7 +141,7 @@ def run_unit(args, unit):
     t0 = time.perf_counter()
     kind, source, target = unit
     if kind == "source_only":  # one model per source, tested on each of its targets
-        runs = {t: context(run_config(args, source, t, {"name": "finetune"})) for t in target}
+        runs = {t: context(run_config(args, source, t, "source_only")) for t in target}
         run = runs[target[0]]
         trained, _, _ = run.train_stage("source_only", run.pretrained("source"), "source", run.cfg.source_training)
         found = {}
@@ -128,9 +150,31 @@ def run_unit(args, unit):
             found[f"{source}->{t}"] = {"source_only": test.metrics["accuracy"]}
     else:
         with tempfile.TemporaryDirectory(prefix="domain_shift_") as out:
-            results = run_transfer(run_config(args, source, target, {"name": kind}), output_dir=out, overwrite=True)
+            results = run_transfer(run_config(args, source, target, kind), output_dir=out, overwrite=True)
         found = {f"{source}->{target}": {kind: results["target"]["transfer"]["metrics"]["accuracy"]}}
     return found, round(time.perf_counter() - t0, 1)
+
+
+def print_table(table, pairs, columns, mean, wins) -> None:
+    print(f"\n| pair | {' | '.join(columns)} |\n|---|{'---|' * len(columns)}")
+    for p in pairs:
+        print(f"| {p} | " + " | ".join(f"{100 * table[p][c]:.1f}" for c in columns) + " |")
+    print("| **mean** | " + " | ".join(f"**{100 * mean[c]:.1f}**" for c in columns) + " |")
+    print(f"| wins vs source-only | - | " + " | ".join(f"{wins[c]}/{len(pairs)}" for c in columns[1:]) + " |")
+
+
+def goal(mean, wins, n_pairs) -> dict:
+    """The issue's goal: the best method's mean >= source-only + 3.0 points, and it wins >= 9 of 12 pairs."""
+    methods = [c for c in mean if c != "source_only"]
+    if not methods:
+        return {}
+    best = max(methods, key=lambda c: mean[c])
+    margin = 100 * (mean[best] - mean["source_only"])
+    met = margin >= 3.0 and wins[best] >= 0.75 * n_pairs
+    print(f"best method: {best}, mean {100 * mean[best]:.1f} vs source-only {100 * mean['source_only']:.1f} "
+          f"({margin:+.1f} points), wins on {wins[best]}/{n_pairs} pairs: goal (+3.0, >= 9/12) "
+          f"{'met' if met else 'NOT met'}")
+    return {"best": best, "margin_points": round(margin, 2), "wins": wins[best], "met": met}
 
 
 def unit_name(unit) -> str:
@@ -151,7 +195,12 @@ def main(argv=None) -> int:
         if s not in DOMAINS or t not in DOMAINS or s == t:
             sys.exit(f"--pairs: '{p}' is not source->target over {DOMAINS}")
     methods = [m for m in args.methods.split(",") if m]
-    settings = {k: v for k, v in vars(args).items() if k not in ("out", "resume", "jobs")}
+    for m in methods:
+        if m not in METHODS:
+            sys.exit(f"--methods: unknown method '{m}'; choose among {', '.join(METHODS)}")
+    # what a run's result depends on; the pairs and methods are not in it, so a later --resume may
+    # add pairs or methods to a table measured with the same settings
+    settings = {k: v for k, v in vars(args).items() if k not in ("out", "resume", "jobs", "pairs", "methods")}
     partial_path = Path(f"{args.out}.partial")
     table, cost = {p: {} for p in pairs}, {}
     if args.resume and partial_path.is_file():
@@ -202,15 +251,13 @@ def main(argv=None) -> int:
                 record(futures[f], *f.result())
     columns = ["source_only", *methods]
     mean = {c: sum(table[p][c] for p in pairs) / len(pairs) for c in columns}
-    print(f"\n| pair | {' | '.join(columns)} |\n|---|{'---|' * len(columns)}")
-    for p in pairs:
-        print(f"| {p} | " + " | ".join(f"{100 * table[p][c]:.1f}" for c in columns) + " |")
-    print("| **mean** | " + " | ".join(f"**{100 * mean[c]:.1f}**" for c in columns) + " |")
+    wins = {c: sum(table[p][c] > table[p]["source_only"] for p in pairs) for c in methods}
+    print_table(table, pairs, columns, mean, wins)
     total = time.perf_counter() - t_all
     cpu = sum(cost.values())
     print(f"\nCost: {total / 60:.1f} min wall-clock this invocation, {args.jobs} job(s) on {os.cpu_count()} cores; "
           f"{cpu / 60:.1f} min summed over the {len(units)} runs")
-    out = {"pairs": table, "mean": mean,
+    out = {"pairs": table, "mean": mean, "wins_over_source_only": wins, "goal": goal(mean, wins, len(pairs)),
            "cost": {"wall_s": round(total, 1), "runs_s": cost, "runs_total_s": round(cpu, 1),
                     "cpu_count": os.cpu_count(), "jobs": args.jobs},
            "settings": settings}

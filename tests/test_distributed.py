@@ -44,6 +44,8 @@ def no_dropout_bert(tmp_path_factory, _tiny_bert_dir):
 
 
 def _overrides(model_dir, batch, extra):
+    # a case's "{batch}" is the per-process batch size (a stage whose batch size is its own)
+    extra = [item.replace("{batch}", str(batch)) for item in extra]
     return [f"model.name_or_path={model_dir}", "model.max_length=32", "noise_resamples=50",
             # 100 target / 96 source training rows: the last global batch is short (100 = 6 * 16 + 4)
             "source.max_train_samples=96", "target.max_train_samples=100",
@@ -127,7 +129,25 @@ def test_two_processes_match_one(case, no_dropout_bert, tmp_path):
 STRATEGY_CASES = {
     "joint": ["strategy.name=joint"],
     "dann": ["strategy.name=dann", "strategy.domain_dropout=0.0"],
+    # masks drawn per example (not per batch) and the masked-LM loss normalised by the global masked-token count
+    "udalm": ["strategy.name=udalm"],
+    # pseudo-labels need the source's labels: the review task as source too (another split)
+    "self_training": ["strategy.name=self_training", "strategy.threshold=0.5", "source.name=reviews_a",
+                      "source.data_files=textransfer:sample_data/reviews.csv", "source.label_names=[negative,positive]",
+                      "source.split_seed=1"],
     "gradual_unfreezing": ["target_training.gradual_unfreezing=true", "target_training.unfreeze_every_steps=3"],
+    "head_warmup": ["target_training.head_warmup_steps=2"],
+    # word embeddings frozen: with them training, rows of rare tokens (gradients near Adam's eps)
+    # ended 3e-5 apart after 3 steps (every other weight within 3e-7): float noise of the
+    # batch shapes that RKD's gradient carries, amplified by Adam's g / (sqrt(v) + eps)
+    "relational_distillation": ["strategy.name=relational_distillation", "target_training.train_word_embeddings=false"],
+    "instance_weighting": ["strategy.name=instance_weighting"],
+    # masked-LM training before the source stage: each text is masked by its own tokens and the
+    # step (not by its place in a batch), and the loss is over the global batch's masked tokens,
+    # so the two processes' masks and gradient are the one process's; BERT's pooler, which the
+    # masked-LM loss never reaches, must not hang DDP. "{batch}": the stage's own batch size
+    "adaptive_pretraining": ["adaptive_pretraining.before=[source]", "adaptive_pretraining.batch_size={batch}",
+                             "adaptive_pretraining.learning_rate=1e-3", "adaptive_pretraining.num_epochs=2"],
 }
 
 

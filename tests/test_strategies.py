@@ -17,7 +17,8 @@ from textransfer.strategies.l2sp import L2SPTrainer
 from textransfer.strategies.mmd import MMDConfig, MMDModel, mmd2
 from textransfer.training.trainer import StageTrainer, make_accelerator
 
-ALL = ["coral", "dann", "features", "finetune", "joint", "l2sp", "mmd", "scratch"]
+ALL = ["coral", "dann", "features", "finetune", "instance_weighting", "joint", "l2sp", "mmd", "relational_distillation",
+       "scratch", "self_training", "udalm"]
 
 
 def test_registry_lists_every_strategy_and_rejects_unknown_names():

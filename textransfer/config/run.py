@@ -19,6 +19,7 @@ import yaml
 from ..errors import ConfigError
 from .model import ModelConfig
 from .paths import relative_to, resolve_task_paths
+from .pretraining import AdaptivePretrainingConfig
 from .schema import apply_overrides, build, option
 from .strategies import StrategyConfig, strategy_config
 from .task import TaskConfig
@@ -49,6 +50,9 @@ class RunConfig:
         strategy (`StrategyConfig`): how the transfer arm is trained, e.g.
             ``{name: l2sp, alpha: 0.01}``; each strategy's options are its config dataclass's
             fields (``textransfer/strategies``). Defaults to ``finetune``.
+        adaptive_pretraining (`AdaptivePretrainingConfig`, *optional*): masked-LM training of the
+            encoder on unlabelled text before the source and/or target stage
+            (``config/pretraining.py``); the no-transfer baseline never gets it.
         resume (`bool`): continue the run in ``output_dir`` from its last complete checkpoint
             (``textransfer run ... --resume``); finished stages are not trained again.
         push_to_hub (`bool`): push the target model, tokenizer and card to ``hub_repo_id`` at the
@@ -78,6 +82,9 @@ class RunConfig:
     noise_resamples: int = option(1000, help="Paired bootstrap resamples for the negative-transfer test.")
     strategy: Any = option(None, help="Transfer strategy and its options, e.g. {name: l2sp, alpha: 0.01}.")
     resume: bool = option(False, help="Continue the run in output_dir from its last complete checkpoint.")
+    adaptive_pretraining: Optional[AdaptivePretrainingConfig] = option(
+        None, help="Masked-LM training on unlabelled domain text before the source and/or target stage "
+                   "(e.g. {before: [source], text: target}); the baseline does not get it.")
     push_to_hub: bool = option(False, help="Push the target model and its card to the Hub at the end of the run.")
     hub_repo_id: Optional[str] = option(None, help="Hub repo to push to (user/name).")
     hub_private: bool = option(False, help="Create the Hub repo private.")
@@ -99,6 +106,7 @@ class RunConfig:
             task = getattr(self, role)
             if task is not None:  # not a field: error messages name `target.format`, not `format`
                 task.role = role
+        self.check_adaptive_pretraining()
         if self.push_to_hub and not self.hub_repo_id:
             raise ConfigError("`push_to_hub: true` needs `hub_repo_id` (user/name) to push to.")
         if self.ship not in SHIP_CHOICES:
@@ -122,6 +130,16 @@ class RunConfig:
                     f"`{stage}.metric_for_best_model: {metric}` is not among `metrics` {self.metrics}; add it there."
                 )
 
+    def check_adaptive_pretraining(self) -> None:
+        """Adaptive pretraining on source text, or before the source stage, needs a source task."""
+        pretraining = self.adaptive_pretraining
+        if pretraining is None or self.source is not None:
+            return
+        if pretraining.text in ("source", "both") or "source" in pretraining.before:
+            raise ConfigError("`adaptive_pretraining` uses the source task (`text: source|both` or `before: [source]`) "
+                              "but the config has no `source:` task; add one, or set `adaptive_pretraining.before: "
+                              "[target]` and `adaptive_pretraining.text: target`.", option="adaptive_pretraining")
+
     # ------------------------------------------------------------------ I/O
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -137,9 +155,11 @@ class RunConfig:
                 if task is not None:
                     resolve_task_paths(task, base_dir)
             # a strategy's own files (dann/mmd/coral's unlabelled text) resolve the same way
+            resolve = relative_to(base_dir)
             if getattr(cfg.strategy, "unlabelled_files", None):
-                resolve = relative_to(base_dir)
                 cfg.strategy.unlabelled_files = [resolve(f) for f in cfg.strategy.unlabelled_files]
+            if cfg.adaptive_pretraining is not None and cfg.adaptive_pretraining.files:
+                cfg.adaptive_pretraining.files = [resolve(f) for f in cfg.adaptive_pretraining.files]
         return cfg
 
     @classmethod

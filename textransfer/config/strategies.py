@@ -32,7 +32,8 @@ class StrategyConfig:
         name (`str`): the registered strategy name (``textransfer.available_strategies()``).
     """
 
-    name: str = option("finetune", help="Strategy: finetune, scratch, features, l2sp, joint, dann, mmd, coral.")
+    name: str = option("finetune", help="Strategy: finetune, scratch, features, l2sp, joint, dann, mmd, coral, udalm, "
+                                        "self_training, instance_weighting, relational_distillation.")
 
 
 def register_strategy_config(name: str, config_class: Type[StrategyConfig]) -> None:
@@ -77,9 +78,26 @@ def strategy_config(data: Any, prefix: str = "strategy.") -> StrategyConfig:
     return build(config_class_of(data.get("name", "finetune")), data, prefix=prefix)
 
 
+def require_non_negative(config: StrategyConfig, *names: str) -> None:
+    """A ConfigError naming the first of ``names`` whose value is negative."""
+    for name in names:
+        if getattr(config, name) < 0:
+            raise ConfigError(f"`strategy.{name}` must be >= 0, got {getattr(config, name)}.")
+
+
 @dataclass
 class FinetuneConfig(StrategyConfig):
-    """``finetune`` has no options of its own (the stages' ``*_training`` sections set it up)."""
+    """The stages' ``*_training`` sections set ``finetune`` up.
+
+    Args:
+        target_labels (`bool`): fine-tune on the target labels after the source stage; ``false``
+            tests the source model on the target without them (against the ``source_only``
+            baseline): with ``adaptive_pretraining`` on target text before the source stage,
+            that is DAPT for unsupervised domain adaptation.
+    """
+
+    target_labels: bool = option(True, help="finetune: train on the target labels (false: the source model is tested "
+                                            "on the target, e.g. after adaptive pretraining on target text).")
 
 
 @dataclass
@@ -125,9 +143,7 @@ class L2SPConfig(StrategyConfig):
     beta: float = option(0.01, help="l2sp: weight of ||w_head||^2 / 2 on the new head.")
 
     def __post_init__(self):
-        for name in ("alpha", "beta"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"`strategy.{name}` must be >= 0, got {getattr(self, name)}.")
+        require_non_negative(self, "alpha", "beta")
 
 
 @dataclass
@@ -217,8 +233,114 @@ class CORALConfig(AdaptationConfig):
             raise ConfigError(f"`strategy.weight` must be >= 0, got {self.weight}.")
 
 
+@dataclass
+class UDALMConfig(AdaptationConfig):
+    """UDALM (Karouzos et al., NAACL 2021): the source stage minimises
+    ``lambda * L_cls(source batch) + (1 - lambda) * L_mlm(target batch)`` on one encoder.
+
+    Args:
+        cls_weight (`float`, *optional*): ``lambda``. Unset (the default): the paper's
+            weighting, ``lambda = n / (n + m)`` with ``n`` labelled source training examples and
+            ``m`` unlabelled target examples, so each loss counts as much as its share of the
+            data. (The paper draws mixed batches in that ratio; here every optimiser step takes
+            one source batch and one target batch of ``batch_size`` each, and ``lambda`` sets the
+            balance.)
+        mlm_probability (`float`): share of the target batch's tokens masked (BERT's 15%, as
+            in the paper: 80% of them become the mask token, 10% a random token, 10% stay).
+        fresh_head_warmup (`float`): when the checkpoint has no masked-LM head (the paper's
+            BERT has one; sentence-transformers models do not), the share of the steps in which
+            the fresh head learns alone: its masked-LM loss does not reach the encoder, which
+            meanwhile learns the source task. On Amazon books->kitchen with MiniLM and a random
+            head from step 0, the source classifier collapsed (53.5% on the target).
+    """
+
+    cls_weight: Optional[float] = option(None, help="udalm: lambda in lambda * L_cls(source) + (1 - lambda) * "
+                                                    "L_mlm(target); unset: the paper's n_source / (n_source + "
+                                                    "n_unlabelled_target).")
+    mlm_probability: float = option(0.15, help="udalm: share of target tokens masked.")
+    fresh_head_warmup: float = option(0.25, help="udalm: share of steps in which a fresh (random) masked-LM head "
+                                                 "learns alone (its loss does not reach the encoder).")
+
+    def __post_init__(self):
+        if self.cls_weight is not None and not 0.0 < self.cls_weight <= 1.0:
+            raise ConfigError(f"`strategy.cls_weight` must be in (0, 1] (or null for the paper's n/(n+m)), "
+                              f"got {self.cls_weight}.")
+        if not 0.0 < self.mlm_probability < 1.0:
+            raise ConfigError(f"`strategy.mlm_probability` must be in (0, 1), got {self.mlm_probability}.")
+        if not 0.0 <= self.fresh_head_warmup < 1.0:
+            raise ConfigError(f"`strategy.fresh_head_warmup` must be in [0, 1), got {self.fresh_head_warmup}.")
+
+
+@dataclass
+class SelfTrainingConfig(AdaptationConfig):
+    """The source model labels the unlabelled target text; each round, a student (starting from
+    the source model) trains on the confident, class-balanced pseudo-labels, and labels the text
+    for the next round. Both tasks need the same ``label_names``.
+
+    Args:
+        rounds (`int`): label-then-train rounds.
+        threshold (`float`): keep a pseudo-label only when the model's probability is at least this.
+        max_per_class (`int`, *optional*): keep at most this many per class (the most confident);
+            unset: as many as the rarest class with confident examples has (class-balanced). A
+            class with no confident example keeps its most confident predictions below the
+            threshold, up to that cap, rather than emptying the balance or dropping out.
+        with_source (`bool`): the rounds train on the source data too (labelled), not only on the
+            pseudo-labelled target text (and, with ``target_labels``, the target's labels).
+    """
+
+    rounds: int = option(1, help="self_training: label-then-train rounds.")
+    threshold: float = option(0.9, help="self_training: minimum probability of a kept pseudo-label.")
+    max_per_class: Optional[int] = option(None, help="self_training: kept pseudo-labels per class (default: the "
+                                                     "rarest class's count: balanced).")
+    with_source: bool = option(True, help="self_training: rounds also train on the labelled source data.")
+
+    def __post_init__(self):
+        if self.rounds < 1:
+            raise ConfigError(f"`strategy.rounds` must be >= 1, got {self.rounds}.")
+        if not 0.0 <= self.threshold < 1.0:
+            raise ConfigError(f"`strategy.threshold` must be in [0, 1), got {self.threshold}.")
+        if self.max_per_class is not None and self.max_per_class < 1:
+            raise ConfigError(f"`strategy.max_per_class` must be >= 1 (or null), got {self.max_per_class}.")
+
+
+@dataclass
+class InstanceWeightingConfig(AdaptationConfig):
+    """Args:
+        max_weight (`float`): source weights are clipped to ``[min_weight, max_weight]``.
+        min_weight (`float`): lower clip of the weights.
+        domain_l2 (`float`): L2 penalty of the logistic domain classifier.
+    """
+
+    max_weight: float = option(10.0, help="instance_weighting: upper clip of a source example's weight.")
+    min_weight: float = option(0.1, help="instance_weighting: lower clip of a source example's weight.")
+    domain_l2: float = option(1e-2, help="instance_weighting: L2 penalty of the logistic domain classifier.")
+
+    def __post_init__(self):
+        if not 0.0 <= self.min_weight <= self.max_weight or self.max_weight <= 0:
+            raise ConfigError("`strategy.min_weight` and `strategy.max_weight` must satisfy 0 <= min <= max, max > 0; "
+                              f"got {self.min_weight} and {self.max_weight}.")
+        if self.domain_l2 < 0:
+            raise ConfigError(f"`strategy.domain_l2` must be >= 0, got {self.domain_l2}.")
+
+
+@dataclass
+class RelationalDistillationConfig(StrategyConfig):
+    """Args:
+        distance_weight (`float`): weight of the distance-wise relational loss (Park et al., 2019).
+        angle_weight (`float`): weight of the angle-wise relational loss.
+    """
+
+    distance_weight: float = option(1.0, help="relational_distillation: weight of the pairwise-distance loss.")
+    angle_weight: float = option(2.0, help="relational_distillation: weight of the triplet-angle loss.")
+
+    def __post_init__(self):
+        require_non_negative(self, "distance_weight", "angle_weight")
+
+
 BUILTIN_CONFIGS = {"finetune": FinetuneConfig, "scratch": ScratchConfig, "features": FeaturesConfig,
                    "l2sp": L2SPConfig, "joint": JointConfig, "dann": DANNConfig, "mmd": MMDConfig,
-                   "coral": CORALConfig}
+                   "coral": CORALConfig, "udalm": UDALMConfig, "self_training": SelfTrainingConfig,
+                   "instance_weighting": InstanceWeightingConfig,
+                   "relational_distillation": RelationalDistillationConfig}
 for _name, _cls in BUILTIN_CONFIGS.items():
     register_strategy_config(_name, _cls)

@@ -40,6 +40,11 @@ class TrainingConfig:
             ``learning_rate * layerwise_lr_decay ** d`` (see ``layerwise.py``).
         save_steps (`int`, *optional*): also write one every this many optimiser steps, so
             ``--resume`` loses at most that many steps after a kill (``checkpointing.py``).
+        head_warmup_epochs (`int`): LP-FT (Kumar et al., 2022): the first this many epochs train
+            only the head on the frozen encoder, then everything trains; part of the stage's
+            budget.
+        head_warmup_steps (`int`, *optional*): the same in optimiser steps (overrides
+            ``head_warmup_epochs``).
     """
 
     # transformers.TrainingArguments names people carry over from Trainer scripts -> ours
@@ -79,6 +84,8 @@ class TrainingConfig:
     unfreeze_every_steps: Optional[int] = option(None, help="Unfreeze one more layer every N optimiser steps.")
     layerwise_lr_decay: Optional[float] = option(None, help="LLRD: lr * decay**depth from the top (head at full lr).")
     save_steps: Optional[int] = option(None, help="Also checkpoint every N optimiser steps (for --resume).")
+    head_warmup_epochs: int = option(0, help="LP-FT: only the head trains for the first N epochs (frozen encoder).")
+    head_warmup_steps: Optional[int] = option(None, help="LP-FT: only the head trains for the first N optimiser steps.")
 
     def __post_init__(self):
         positive = ("num_epochs", "batch_size", "eval_batch_size", "gradient_accumulation_steps")
@@ -99,6 +106,9 @@ class TrainingConfig:
             raise ConfigError(f"`early_stopping_patience` must be >= 1, got {self.early_stopping_patience}.")
         if self.unfreeze_every_steps is not None and self.unfreeze_every_steps < 1:
             raise ConfigError(f"`unfreeze_every_steps` must be >= 1, got {self.unfreeze_every_steps}.")
+        if self.head_warmup_epochs < 0 or (self.head_warmup_steps is not None and self.head_warmup_steps < 1):
+            raise ConfigError(f"`head_warmup_epochs` must be >= 0 and `head_warmup_steps` >= 1 (or null); got "
+                              f"{self.head_warmup_epochs} and {self.head_warmup_steps}.")
         if self.layerwise_lr_decay is not None and not 0.0 < self.layerwise_lr_decay <= 1.0:
             raise ConfigError(f"`layerwise_lr_decay` must be in (0, 1], got {self.layerwise_lr_decay}.")
 

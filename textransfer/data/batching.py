@@ -18,6 +18,9 @@ from transformers import DataCollatorWithPadding
 
 # Columns that travel with examples for bookkeeping but are not model inputs.
 NON_MODEL_COLUMNS = ("length", "row")
+# A per-example loss weight (``instance_weighting``): not a model input either, but it reaches the
+# batch, as a float tensor of one value per example, for a trainer whose loss reads it
+EXAMPLE_WEIGHTS_COLUMN = "weights"
 # Batches per length-grouping window (mega-batch), here and in streaming.py's
 # LengthGroupedStream: examples are sorted by length only within a seeded window of this many
 # batches, so batches pad little while which examples share a batch stays random; larger
@@ -116,14 +119,23 @@ class LengthGroupedBatchSampler(Sampler[List[int]]):
 
 
 class Collator:
-    """Dynamic padding (``DataCollatorWithPadding``) minus the bookkeeping columns."""
+    """Dynamic padding (``DataCollatorWithPadding``) minus the bookkeeping columns.
+
+    A ``weights`` column (:data:`EXAMPLE_WEIGHTS_COLUMN`) comes out as ``batch["weights"]``, a
+    float32 tensor of one weight per example (scalars need no padding); the trainer that uses it
+    takes it out of the batch before the model sees the rest.
+    """
 
     def __init__(self, tokenizer):
         self.pad = DataCollatorWithPadding(tokenizer, return_tensors="pt")
 
     def __call__(self, features: List[Dict]) -> Dict[str, torch.Tensor]:
-        features = [{k: v for k, v in f.items() if k not in NON_MODEL_COLUMNS} for f in features]
-        return self.pad(features)
+        dropped = NON_MODEL_COLUMNS + (EXAMPLE_WEIGHTS_COLUMN,)
+        batch = self.pad([{k: v for k, v in f.items() if k not in dropped} for f in features])
+        if features and EXAMPLE_WEIGHTS_COLUMN in features[0]:
+            batch[EXAMPLE_WEIGHTS_COLUMN] = torch.tensor([f[EXAMPLE_WEIGHTS_COLUMN] for f in features],
+                                                         dtype=torch.float32)
+        return batch
 
 
 def train_dataloader(ds, tokenizer, batch_size: int, seed: int, group_by_length: bool = True,

@@ -10,13 +10,22 @@ DeBERTa's relative-position embeddings).
   ratios hold through warm-up and decay.
 * **Gradual unfreezing** (ULMFiT) trains only depth 0 in the first phase and one depth more in
   each later phase (a phase is an epoch, or ``unfreeze_every_steps`` optimiser steps).
+* **Head warm-up** (LP-FT, Kumar et al., 2022; :class:`HeadWarmup`) trains only the new head's
+  parameters, by name, for the first ``head_warmup_steps`` optimiser steps (or
+  ``head_warmup_epochs`` epochs), then everything. By name rather than by depth: depth 0 also
+  holds pretrained layers outside the encoder's blocks (BERT's pooler), which LP-FT keeps frozen
+  with the rest of the encoder.
 
-Why not flip ``requires_grad`` for unfreezing: DDP registers the parameters that require
+Why not flip ``requires_grad`` for unfreezing (and the head warm-up): DDP registers the parameters that require
 gradients when it wraps the model, so a parameter unfrozen later would never have its gradient
 all-reduced and the processes would drift apart silently. Every eventually-trainable
 parameter keeps ``requires_grad=True``; before each optimiser step the gradients of the
 not-yet-unfrozen ones are set to ``None`` (after DDP's all-reduce), and torch optimisers skip
-a parameter whose ``grad`` is ``None``: AdamW neither moves it nor decays it.
+a parameter whose ``grad`` is ``None``: AdamW neither moves it nor decays it (the fused kernel
+too: both build their list of parameters from those with a gradient; ``tests/test_head_warmup.py``
+checks the encoder stays bit-identical under weight decay). Both options share that one
+mechanism, :func:`drop_gradients`; the trainer applies both, so a parameter trains only when
+neither holds it back.
 
 Example:
 
@@ -28,7 +37,7 @@ depths = parameter_depths(model)           # {id(param): depth}
 
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Callable, Collection, Dict, Iterable, List, Optional
 
 import torch
 from transformers import PreTrainedModel
@@ -94,9 +103,52 @@ class GradualUnfreezing:
     def mask_gradients(self, params, step: int, epoch: int) -> List[torch.nn.Parameter]:
         """Drop the gradients of parameters deeper than the current phase; returns them."""
         limit = self.phase(step, epoch)
-        dropped = []
-        for p in params:
-            if p.grad is not None and self.depths.get(id(p), 0) > limit:
-                p.grad = None
-                dropped.append(p)
-        return dropped
+        return drop_gradients(params, lambda p: self.depths.get(id(p), 0) > limit)
+
+
+def drop_gradients(params: Iterable[torch.nn.Parameter],
+                   held_back: Callable[[torch.nn.Parameter], bool]) -> List[torch.nn.Parameter]:
+    """Set the gradient of every parameter ``held_back(p)`` says must not train this step to
+    ``None`` (the optimiser then skips it); returns those parameters. Call it after DDP's
+    all-reduce, before the optimiser step."""
+    dropped = []
+    for p in params:
+        if p.grad is not None and held_back(p):
+            p.grad = None
+            dropped.append(p)
+    return dropped
+
+
+class HeadWarmup:
+    """LP-FT: only the head trains during the warm-up, then every parameter does.
+
+    Args:
+        module: the model being trained (a Hugging Face model or a strategy's wrapper).
+        head_parameters (`Collection[str]`): names, in ``module.named_parameters()``, of the
+            parameters that train during the warm-up.
+        steps (`int`, *optional*): the warm-up's length in optimiser steps (wins over ``epochs``).
+        epochs (`int`): its length in epochs, when ``steps`` is not set.
+
+    The phase is a function of the optimiser steps done and the epoch, which a checkpoint's
+    loop state carries, so a resumed run picks up the warm-up where it was.
+    """
+
+    def __init__(self, module: torch.nn.Module, head_parameters: Collection[str], steps: Optional[int] = None,
+                 epochs: int = 0):
+        self.head_ids = {id(p) for n, p in module.named_parameters() if n in set(head_parameters)}
+        self.steps = steps
+        self.epochs = epochs
+
+    def active(self, step: int, epoch: int) -> bool:
+        """Whether optimiser step ``step`` (0-based) of epoch ``epoch`` (0-based) is a warm-up step."""
+        return step < self.steps if self.steps is not None else epoch < self.epochs
+
+    def length(self, steps_per_epoch: int) -> int:
+        """The warm-up's length in optimiser steps."""
+        return self.steps if self.steps is not None else self.epochs * steps_per_epoch
+
+    def mask_gradients(self, params, step: int, epoch: int) -> List[torch.nn.Parameter]:
+        """During the warm-up, drop the gradients of every parameter outside the head; returns them."""
+        if not self.active(step, epoch):
+            return []
+        return drop_gradients(params, lambda p: id(p) not in self.head_ids)

@@ -43,6 +43,7 @@ from ..files import check_output_dir
 from ..modeling.loading import load_model_config, load_tokenizer
 from ..publish.hub import check_push
 from ..strategies import RunContext, Strategy, TransferOutcome, get_strategy, train_baseline
+from ..strategies.base import check_adaptive_pretraining, pretraining_results
 from ..training.checkpointing import prepare_checkpoint_root, stage_model_dir
 from ..training.results import DataSummary, RunResults, StageSummary, TargetResults
 from ..training.accelerator import end_tracking, make_accelerator, start_tracking
@@ -97,6 +98,7 @@ def run_transfer(cfg: RunConfig, output_dir: Optional[str] = None, overwrite: Op
         check_push(cfg.hub_repo_id, out)
     strategy = get_strategy(cfg.strategy)
     check_ship(cfg, strategy)
+    check_adaptive_pretraining(cfg, strategy)
     clock = Timings()
     run = prepare_run(cfg, out, clock)
     target = run.tasks["target"]
@@ -185,14 +187,20 @@ def prepare_run(cfg: RunConfig, out: Optional[Path], clock: Timings) -> RunConte
 
 
 def train_transfer_arm(strategy: Strategy, run: RunContext, clock: Timings) -> TransferOutcome:
-    """The strategy's transfer arm (``finetune``: source stage, head swap, target stage)."""
+    """The strategy's transfer arm (``finetune``: source stage, head swap, target stage), with its
+    adaptive pretraining's records as ``results.json``'s ``adaptive_pretraining``."""
     t0 = time.perf_counter()
     outcome = strategy.train_transfer(run)
     source_s = outcome.source.train_time_s if outcome.source is not None else 0.0
     if outcome.source is not None:
         clock.seconds["source_s"] = source_s
-    # the arm's time less the source stage's training is the target's (with any evaluation)
-    clock.seconds["target_s"] = time.perf_counter() - t0 - source_s
+    pretraining = pretraining_results(run)
+    pretraining_s = sum(record.train_time_s for record in run.pretraining.values())
+    if pretraining is not None:
+        clock.seconds["adaptive_pretraining_s"] = pretraining_s
+        outcome.extra = {"adaptive_pretraining": pretraining, **outcome.extra}
+    # the arm's time less the source stage's and adaptive pretraining's training is the target's (with any evaluation)
+    clock.seconds["target_s"] = time.perf_counter() - t0 - source_s - pretraining_s
     return outcome
 
 

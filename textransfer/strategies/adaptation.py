@@ -20,16 +20,15 @@ parquet/txt files with a ``unlabelled_text_column``).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import List
 
 import datasets
 import torch
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from ..errors import ConfigError, DataError
-from ..formats import FORMATS, extension, format_of
 from ..modeling.loading import swap_head
 from ..data.tokenization import tokenize_dataset
+from ..data.unlabelled import UNLABELLED_FORMATS, cap_examples, read_text_files  # noqa: F401 (public names here too)
 from ..training.results import StageSummary
 from ..training.trainer import StageTrainer
 from ..config.strategies import AdaptationConfig
@@ -74,10 +73,6 @@ class AdaptationTrainer(StageTrainer):
             progress(step / max(total_steps, 1))
 
 
-# the formats an unlabelled-text file may have: the labelled ones, and plain text (one text a line)
-UNLABELLED_FORMATS = ("csv", "tsv", "json", "jsonl", "parquet", "txt")
-
-
 def unlabelled_dataset(run: RunContext, config: AdaptationConfig):
     """Tokenized unlabelled target text (no ``labels`` column)."""
     if config.unlabelled_files:
@@ -89,34 +84,10 @@ def unlabelled_dataset(run: RunContext, config: AdaptationConfig):
     return cap_examples(ds, config.max_unlabelled, run.cfg.seed)
 
 
-def cap_examples(ds, cap: Optional[int], seed: int):
-    """At most ``cap`` examples of ``ds``, a seeded random sample when it has more."""
-    return ds.shuffle(seed=seed).select(range(cap)) if cap and len(ds) > cap else ds
-
-
 def read_unlabelled_files(files: List[str], config: AdaptationConfig, cache_dir) -> datasets.Dataset:
-    """The non-empty texts of ``files`` (one format among `UNLABELLED_FORMATS`) as a ``text`` column."""
-    missing = [f for f in files if not Path(f).is_file()]
-    if missing:
-        raise ConfigError(f"`strategy.unlabelled_files`: not found: {missing}.")
-    found = [format_of(f, UNLABELLED_FORMATS) for f in files]
-    names = {fmt.name if fmt else None for fmt in found}
-    if len(names) != 1 or None in names:
-        extensions = sorted(ext for name in UNLABELLED_FORMATS for ext in FORMATS[name].extensions)
-        raise ConfigError(f"`strategy.unlabelled_files` must share one extension among {extensions}; "
-                          f"got {sorted({extension(f) for f in files})}.")
-    fmt = found[0]
-    kw = {"delimiter": fmt.delimiter} if fmt.delimiter else {}
-    ds = datasets.load_dataset(fmt.builder, data_files=files, split="train", cache_dir=cache_dir, **kw)
-    column = "text" if fmt.name == "txt" else config.unlabelled_text_column
-    if column not in ds.column_names:
-        raise DataError(f"`strategy.unlabelled_files` {files}: no column '{column}' (columns: {ds.column_names}); "
-                        f"set `strategy.unlabelled_text_column`.")
-    ds = ds.select_columns([column]).rename_column(column, "text") if column != "text" else ds.select_columns(["text"])
-    ds = ds.filter(lambda b: [isinstance(t, str) and t.strip() != "" for t in b["text"]], batched=True)
-    if len(ds) == 0:
-        raise DataError(f"`strategy.unlabelled_files` {files}: no non-empty text.")
-    return ds
+    """The non-empty texts of ``files`` (``data/unlabelled.py``) as a ``text`` column."""
+    return read_text_files(files, config.unlabelled_text_column, cache_dir, option="strategy.unlabelled_files",
+                           column_option="strategy.unlabelled_text_column")
 
 
 class AdaptationStrategy(Strategy):
@@ -124,6 +95,11 @@ class AdaptationStrategy(Strategy):
 
     def make_model(self, model) -> AlignmentModel:
         raise NotImplementedError
+
+    def trainer_factory(self, run: RunContext, unlabelled):
+        """The source stage's trainer: :meth:`make_model`'s wrapper under :class:`AdaptationTrainer`
+        (``udalm`` overrides it)."""
+        return wrapping_trainer(self.make_model, trainer_class=AdaptationTrainer)
 
     @property
     def baseline_kind(self) -> str:
@@ -134,7 +110,7 @@ class AdaptationStrategy(Strategy):
         if not self.config.target_labels:
             run.require_shared_labels(self.name)
         unlabelled = unlabelled_dataset(run, self.config)
-        factory = wrapping_trainer(self.make_model, trainer_class=AdaptationTrainer)
+        factory = self.trainer_factory(run, unlabelled)
         source = run.train_stage("source", run.pretrained("source"), "source", run.cfg.source_training,
                                  trainer_factory=factory, aux_ds=unlabelled)
         source.summary.unlabelled_target_examples = len(unlabelled)

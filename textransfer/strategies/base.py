@@ -27,23 +27,30 @@ and a recipe selects it with ``strategy: {name: mine, strength: 0.5}`` (or
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Dict, NamedTuple, Optional, Type
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple, Type
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
+from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..config import RunConfig, StrategyConfig
+from ..config.pretraining import PRETRAINING_STAGES
 from ..data.loading import TaskData
 from ..errors import ConfigError
 from ..modeling.layerwise import classification_model
 from ..modeling.loading import load_for_classification, swap_head
-from ..training.results import StageSummary, TestPredictions
+from ..training.checkpointing import stage_done
+from ..training.pretraining import PretrainingTexts, pretraining_texts, train_adaptive_pretraining
+from ..training.results import PretrainingSummary, StageSummary, TestPredictions
 from ..training.stage import StageEnvironment, StageOutcome, StageSpec, TrainerFactory, train_stage
 from ..training.trainer import StageTrainer
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -76,6 +83,9 @@ class RunContext:
     tasks: Dict[str, TaskData]  # "source" (when there is one) and "target"
     tokenized: Dict[str, Any]  # task key -> its tokenized splits
     checkpoint_root: Optional[Path] = None
+    # adaptive pretraining done in this run, by the stage it preceded ("source"/"target")
+    pretraining: Dict[str, PretrainingSummary] = field(default_factory=dict)
+    pretraining_data: Optional[PretrainingTexts] = None  # its texts, read once for both stages
 
     @property
     def environment(self) -> StageEnvironment:
@@ -86,10 +96,43 @@ class RunContext:
                     aux_ds=None, train_ds=None) -> StageOutcome:
         """Train ``model`` on task ``task_key`` (``"source"``/``"target"``) with ``args``;
         returns ``(trained model, summary, test predictions)`` (``training.stage.train_stage``), the
-        model out of any wrapper ``trainer_factory`` put it in."""
+        model out of any wrapper ``trainer_factory`` put it in.
+
+        A stage named ``source`` or ``target`` that ``adaptive_pretraining.before`` lists is
+        preceded by adaptive pretraining of ``model``'s encoder (:meth:`pretrain_before`), so
+        every strategy that trains its stages here gets it; ``baseline`` never does."""
+        self.pretrain_before(name, model)
         spec = StageSpec(self.tasks[task_key].name, self.tokenized[task_key], args, trainer_factory, aux_ds, train_ds)
         # the module's `train_stage`, looked up at call time (a test spies on it)
         return train_stage(name, model, spec, self.environment)
+
+    def pretrain_before(self, name: str, model: PreTrainedModel) -> None:
+        """Adaptive pretraining of ``model``'s encoder (in place) when ``adaptive_pretraining.before``
+        lists stage ``name``; once per run and stage (``training/pretraining.py``).
+
+        Every strategy trains its source stage before its target stage, so a target stage reached
+        while pretraining before the source stage is configured but never ran means the strategy
+        has no ``source`` stage: an error, before that target stage trains."""
+        config = self.cfg.adaptive_pretraining
+        if config is None or name not in PRETRAINING_STAGES:
+            return
+        if name == "target" and "source" in config.before and "source" not in self.pretraining:
+            raise ConfigError(f"`adaptive_pretraining.before` lists `source`, but strategy `{self.cfg.strategy.name}` "
+                              f"trains no source stage (it went straight to the target stage); set "
+                              f"`adaptive_pretraining.before: [target]`.", option="adaptive_pretraining.before")
+        if name not in config.before or name in self.pretraining:
+            return
+        if self.pretraining_data is None:
+            self.pretraining_data = pretraining_texts(config, self.tokenized, self.tokenizer, self.cfg.model.max_length,
+                                                      self.cfg.seed, self.cfg.cache_dir)
+        # when the stage it precedes finished in a killed run, that stage's model is loaded, not this one's
+        self.pretraining[name] = train_adaptive_pretraining(name, model, self.pretraining_data, config,
+                                                            self.environment, load_weights=not self.stage_finished(name))
+
+    def stage_finished(self, name: str) -> bool:
+        """Whether a killed run finished stage ``name`` and ``--resume`` will reuse it."""
+        return bool(self.cfg.resume and self.checkpoint_root is not None
+                    and stage_done(self.checkpoint_root, name) is not None)
 
     def pretrained(self, task_key: str) -> PreTrainedModel:
         """The pretrained encoder with a fresh head for task ``task_key``, under the run's seed."""
@@ -137,6 +180,18 @@ class Strategy:
     def baseline_kind(self) -> str:
         return "target"
 
+    def pretraining_stages(self, cfg: RunConfig) -> Tuple[str, ...]:
+        """The stages, among ``source`` and ``target``, that this strategy's transfer arm trains
+        through `RunContext.train_stage` under those names in a run of ``cfg``: the ones
+        ``adaptive_pretraining.before`` may list (checked before any training).
+
+        The default: ``source`` when the run has a source task, ``target`` unless the strategy's
+        ``target_labels`` is false. A strategy that trains other stages overrides it."""
+        stages = ["source"] if cfg.source is not None else []
+        if getattr(self.config, "target_labels", True):
+            stages.append("target")
+        return tuple(stages)
+
     def train_transfer(self, run: RunContext) -> TransferOutcome:
         raise NotImplementedError
 
@@ -145,6 +200,46 @@ class Strategy:
 
 
 # ---------------------------------------------------------------------------- shared pieces
+def check_adaptive_pretraining(cfg: RunConfig, strategy: Strategy) -> None:
+    """``adaptive_pretraining.before`` lists only stages the strategy trains; said before any training."""
+    config = cfg.adaptive_pretraining
+    if config is None:
+        return
+    stages = strategy.pretraining_stages(cfg)
+    missing = [s for s in config.before if s not in stages]
+    if missing:
+        trains = f"trains {', '.join(stages)}" if stages else "trains neither"
+        raise ConfigError(f"`adaptive_pretraining.before` lists {missing}, but strategy `{strategy.name}` {trains} of "
+                          f"the source and target stages in this run; set `adaptive_pretraining.before: "
+                          f"[{', '.join(stages) or 'source'}]` or choose a strategy with that stage.",
+                          option="adaptive_pretraining.before")
+
+
+def pretraining_results(run: RunContext) -> Optional[Dict[str, Any]]:
+    """The adaptive-pretraining records for ``results.json`` (``{source: ..., target: ...}``), or
+    None when none was configured. A configured stage the strategy never trained is warned of."""
+    config = run.cfg.adaptive_pretraining
+    if config is None:
+        return None
+    missing = [s for s in config.before if s not in run.pretraining]
+    if missing:
+        message = (f"adaptive_pretraining.before lists {missing}, but strategy `{run.cfg.strategy.name}` trained no "
+                   f"such stage, so no adaptive pretraining ran there")
+        logger.warning(message)
+        if run.accelerator.is_main_process:
+            tqdm.write(f"Warning: {message}.")
+    return {stage: run.pretraining[stage].to_dict() for stage in PRETRAINING_STAGES if stage in run.pretraining}
+
+
+def source_model_on_target(run: RunContext, source: StageOutcome, note: str) -> TransferOutcome:
+    """Unsupervised transfer: the source stage's model tested on the target (no target label
+    used; both tasks share label names, `RunContext.require_shared_labels`)."""
+    test = run.evaluate(source.model, "target", "test")
+    summary = StageSummary(task=run.tasks["target"].name, metrics=test.metrics, history=[],
+                           parameters=source.summary.parameters, trained=False, note=note)
+    return TransferOutcome(model=source.model, transfer=summary, test=test, source=source.summary)
+
+
 class Baseline(NamedTuple):
     """A no-transfer baseline's record and its predictions on the target test split."""
 

@@ -51,6 +51,7 @@ import torch
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
+from ..config import RunConfig
 from ..config.strategies import FeaturesConfig
 from ..data.batching import eval_dataloader, sort_by_length
 from ..errors import ConfigError
@@ -303,6 +304,10 @@ def warn_unused_options(cfg: FeaturesConfig) -> None:
 @register_strategy("features", FeaturesConfig)
 class Features(Strategy):
     needs_source = False  # `encoder: pretrained` works without one
+
+    def pretraining_stages(self, cfg: RunConfig) -> Tuple[str, ...]:
+        """Only the source stage (``encoder: source``) trains the encoder; the head never does."""
+        return ("source",) if self.config.encoder == "source" and cfg.source else ()
 
     def target_model(self, run: RunContext) -> Tuple[torch.nn.Module, Optional[StageSummary]]:
         """The classifier whose encoder makes the features, with a head for the target labels."""

@@ -9,12 +9,15 @@ encoder (:class:`JointModel`), which is what goes through ``accelerator.prepare`
 
 from __future__ import annotations
 
+from typing import Tuple
+
 import torch
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+from ..config import RunConfig
+from ..config.strategies import JointConfig
 from ..modeling.loading import attach_head
 from ..training.trainer import StageTrainer
-from ..config.strategies import JointConfig
 from .base import RunContext, Strategy, TransferOutcome, wrapping_trainer
 from .registry import register_strategy
 
@@ -56,6 +59,10 @@ class JointTrainer(StageTrainer):
 
 @register_strategy("joint", JointConfig)
 class Joint(Strategy):
+    def pretraining_stages(self, cfg: RunConfig) -> Tuple[str, ...]:
+        """One stage, the target's, which trains on the source batches too."""
+        return ("target",)
+
     def train_transfer(self, run: RunContext) -> TransferOutcome:
         run.require_source("joint")
         source_labels = run.tasks["source"].label_names

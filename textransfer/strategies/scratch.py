@@ -8,11 +8,14 @@ the baseline (pretrained, target only) shows what pretraining is worth; its gap 
 
 from __future__ import annotations
 
+from typing import Tuple
+
 from accelerate.utils import set_seed
 from transformers import AutoModelForSequenceClassification
 
-from ..modeling.loading import load_model_config, quiet_transformers, set_labels
+from ..config import RunConfig
 from ..config.strategies import ScratchConfig
+from ..modeling.loading import load_model_config, quiet_transformers, set_labels
 from .base import RunContext, Strategy, TransferOutcome
 from .registry import register_strategy
 
@@ -29,6 +32,10 @@ def random_model(model_cfg, label_names, seed: int):
 @register_strategy("scratch", ScratchConfig)
 class Scratch(Strategy):
     needs_source = False
+
+    def pretraining_stages(self, cfg: RunConfig) -> Tuple[str, ...]:
+        """The target stage alone (of the randomly initialised model)."""
+        return ("target",)
 
     def train_transfer(self, run: RunContext) -> TransferOutcome:
         model = random_model(run.cfg.model, run.tasks["target"].label_names, run.cfg.seed)

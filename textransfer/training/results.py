@@ -158,6 +158,45 @@ class StageSummary:
 
 
 @dataclass
+class PretrainingSummary:
+    """One adaptive-pretraining stage's record (``results.json``'s ``adaptive_pretraining.<stage>``,
+    ``training/pretraining.py``).
+
+    ``heldout_perplexity_before`` / ``_after`` are the masked-token perplexity (exp of the mean
+    masked-LM loss over the masked tokens) of the held-out texts, with the same positions masked
+    both times; None when no text was held out (``heldout_fraction: 0``).
+    """
+
+    before: str  # the stage it preceded: "source" or "target"
+    text: str  # which text: target, source, both or files
+    texts: int  # texts trained on
+    heldout_texts: int
+    mlm_probability: float
+    heldout_perplexity_before: Optional[float] = None
+    heldout_perplexity_after: Optional[float] = None
+    heldout_masked_tokens: Optional[int] = None
+    history: List[Dict[str, Any]] = field(default_factory=list)  # per epoch: step, train_loss, learning_rate
+    loss_curve: List[Dict[str, Any]] = field(default_factory=list)  # per logging_steps: step, loss
+    optimizer_steps: int = 0
+    train_time_s: float = 0.0
+    train_samples_per_s: float = 0.0
+    mlm_head: Optional[str] = None  # "pretrained" (the checkpoint's) or "fresh" (tied to the word embeddings)
+    frozen_without_gradient: List[str] = field(default_factory=list)  # parameters the masked-LM loss never reaches
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        d = {k: v for k, v in d.items() if v is not None}
+        d.update(self.extra)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "PretrainingSummary":
+        known = _known(cls) - {"extra"}
+        return cls(**{k: d[k] for k in known if k in d}, extra=_unknown(d, known))
+
+
+@dataclass
 class NoiseTest:
     """How the gain's interval was computed."""
 

@@ -17,6 +17,18 @@ alternates ``_train_epoch`` (each batch through ``_training_step``, each optimis
 checkpointed or stopped in ``_count_optimizer_step``) and ``_end_epoch`` (evaluation, best
 weights, patience, checkpoint). Only :class:`LoopState` travels through checkpoints.
 
+LP-FT (``head_warmup_steps`` / ``head_warmup_epochs``; Kumar et al., ICLR 2022): for the first
+steps only the head trains on the frozen encoder, then everything does. It is part of the stage's
+budget and of its one learning-rate schedule: the head trains at its group's scheduled rate
+(``head_learning_rate``, else ``learning_rate``, under ``warmup_ratio``'s ramp) and the encoder
+joins at whatever rate the schedule has reached when the warm-up ends. Kumar et al. run the
+linear probe to convergence first (a separate fit); here it is a budgeted phase of one run, so a
+warm-up too short to fit the head only softens the random head's first updates. The backward
+pass still runs through the encoder during the warm-up (its gradients are dropped after the
+all-reduce, ``_prepare_gradients``), so a warm-up step costs what a full step costs: under DDP
+every process must all-reduce the same parameters at every step. Each epoch's history entry
+records ``head_warmup_steps``: the stage's head-only optimiser steps so far.
+
 With trackers (``report_to``, started by the run: ``accelerator.start_tracking``), the stage
 logs ``<stage>/train_loss`` and ``<stage>/learning_rate`` every ``logging_steps`` optimiser
 steps and ``<stage>/eval_*`` after each epoch (``_log_step``, ``_log_epoch``), on one run-wide
@@ -40,7 +52,8 @@ from tqdm.auto import tqdm
 from ..config import RunConfig, TrainingConfig
 from ..data.batching import eval_dataloader, sort_by_length
 from ..metrics.scores import compute_metrics
-from ..modeling.layerwise import GradualUnfreezing
+from ..errors import ConfigError
+from ..modeling.layerwise import GradualUnfreezing, HeadWarmup
 from .accelerator import advance_tracking, is_tracking, log_metrics, make_accelerator, tracking_step
 from .checkpointing import StageCheckpoints, StopOnInterrupt, capture_rng, restore_rng
 from .loaders import TrainBatches, aux_batches
@@ -66,6 +79,7 @@ class TrainingRun:
     batches: TrainBatches
     eval_loader: Optional[DataLoader] = None  # validation, evaluated after each epoch
     unfreezing: Optional[GradualUnfreezing] = None
+    head_warmup: Optional[HeadWarmup] = None  # LP-FT
     checkpoints: Optional[StageCheckpoints] = None
     aux: Optional[Iterator] = None  # the auxiliary batches, one per main batch
     best_weights: Optional[Dict[str, torch.Tensor]] = None  # on the CPU, for load_best_model_at_end
@@ -190,6 +204,7 @@ class StageTrainer:
         set_seed(self.seed)
         acc.gradient_accumulation_steps = args.gradient_accumulation_steps
         batches = TrainBatches(train_ds, self.tokenizer, args, acc, self.seed, self.desc)
+        head_warmup = self._head_warmup(batches)
         optimizer = self.create_optimizer()
         # stepped here, once per real optimiser step, and saved in our checkpoints (optimization.py)
         scheduler = create_scheduler(args, optimizer, batches.total_steps)
@@ -202,7 +217,22 @@ class StageTrainer:
         checkpoints = StageCheckpoints(self.checkpoint_dir, acc) if self.checkpoint_dir is not None else None
         return TrainingRun(model=model, optimizer=optimizer, scheduler=scheduler, batches=batches,
                            eval_loader=eval_loader, unfreezing=unfreezing, checkpoints=checkpoints,
-                           log_start=tracking_step(acc))
+                           head_warmup=head_warmup, log_start=tracking_step(acc))
+
+    def _head_warmup(self, batches: TrainBatches) -> Optional[HeadWarmup]:
+        """LP-FT's warm-up, when ``head_warmup_steps`` or ``head_warmup_epochs`` asks for one."""
+        args = self.args
+        if args.head_warmup_steps is None and not args.head_warmup_epochs:
+            return None
+        warmup = HeadWarmup(self.model, self.head_parameters, args.head_warmup_steps, args.head_warmup_epochs)
+        if not warmup.head_ids & {id(p) for p in self.model.parameters() if p.requires_grad}:
+            raise ConfigError(f"[{self.desc}] `head_warmup_steps`/`head_warmup_epochs`: this stage has no trainable "
+                              "head parameters to warm up; set them to null/0, or unfreeze the head.")
+        if warmup.length(batches.steps_per_epoch) >= batches.total_steps and self.accelerator.is_local_main_process:
+            tqdm.write(f"[{self.desc}] warning: the head warm-up covers the whole budget ({batches.total_steps} "
+                       "optimiser steps), so the encoder never trains (a linear probe); lower head_warmup_steps/epochs "
+                       "to fine-tune after it.")
+        return warmup
 
     def _restore_checkpoint(self, run: TrainingRun) -> LoopState:
         """The newest complete checkpoint's loop state when resuming (weights, optimiser,
@@ -262,9 +292,11 @@ class StageTrainer:
 
     def _prepare_gradients(self, run: TrainingRun, state: LoopState) -> None:
         """Before an optimiser step, after the all-reduce: gradual unfreezing drops the
-        gradients of still-frozen layers (``layerwise.py``), then the norm is clipped."""
-        if run.unfreezing is not None:
-            run.unfreezing.mask_gradients(run.model.parameters(), state.result.optimizer_steps, state.epoch)
+        gradients of still-frozen layers and the head warm-up those outside the head
+        (``layerwise.py``), then the norm is clipped (over what trains)."""
+        for mask in (run.unfreezing, run.head_warmup):
+            if mask is not None:
+                mask.mask_gradients(run.model.parameters(), state.result.optimizer_steps, state.epoch)
         if self.args.max_grad_norm:
             self.accelerator.clip_grad_norm_(run.model.parameters(), self.args.max_grad_norm)
 
@@ -291,6 +323,9 @@ class StageTrainer:
         args, result, epoch = self.args, state.result, state.epoch
         entry: Dict[str, Any] = {"epoch": epoch + 1, "step": result.optimizer_steps, "train_loss": state.mean_loss,
                                  "learning_rate": run.scheduler.get_last_lr()[0]}
+        if run.head_warmup is not None:  # the stage's head-only steps so far
+            warmup_length = run.head_warmup.length(run.batches.steps_per_epoch)
+            entry["head_warmup_steps"] = min(result.optimizer_steps, warmup_length)
         if run.eval_loader is not None:
             entry.update(self._evaluate_epoch(run, state))
         result.history.append(entry)
