@@ -407,3 +407,31 @@ def test_fresh_head_warmup_keeps_the_masked_lm_loss_off_the_encoder(pad_tokenize
     (enc_warm, head_warm), (enc_full, head_full) = grads
     assert enc_warm is None or not enc_warm.any()  # the encoder gets nothing from it during the warm-up
     assert head_warm.abs().sum() > 0 and enc_full.abs().sum() > 0 and head_full.abs().sum() > 0
+
+
+def test_self_training_across_label_sets_starts_from_a_target_model(sample_run_config, monkeypatch):
+    """News topics -> sentiment: the source's classes are not the target's, so the source-tuned
+    encoder first trains on the target labels (a `target` stage) and that model pseudo-labels; the
+    rounds train on pseudo-labelled + labelled target rows, never on the source's."""
+    seen = []
+    real = base.train_stage
+
+    def spy(name, model, spec, env):
+        seen.append((name, spec.task_name, None if spec.train_ds is None else len(spec.train_ds),
+                     model.config.num_labels))
+        return real(name, model, spec, env)
+
+    monkeypatch.setattr(base, "train_stage", spy)
+    data = sample_run_config.to_dict()
+    assert data["source"]["label_names"] != data["target"]["label_names"]
+    data.update(strategy={"name": "self_training", "threshold": 0.0}, baseline=False)
+    results = run_transfer(RunConfig.from_dict(data))
+    record = results["self_training"]
+    kept, target_rows = record["rounds"][0]["kept"], results["target"]["data"]["rows"]["train"]
+    assert [s[0] for s in seen] == ["source", "target", "self_training_1"]
+    assert seen[1][3] == seen[2][3] == 2  # the target's two labels from the target stage on
+    assert seen[2][2] == kept + target_rows and record["with_source"] is False  # no source row in the round
+    assert results["target"]["transfer"]["optimizer_steps"] > 0
+    with pytest.raises(ConfigError, match="same `label_names`"):
+        data["strategy"]["target_labels"] = False
+        run_transfer(RunConfig.from_dict(data))

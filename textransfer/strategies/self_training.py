@@ -13,7 +13,12 @@ from. ``adaptive_pretraining.before: [target]`` adapts the encoder the students 
 the target's text (TAPT), once, after the source model chose round 1's pseudo-labels (its head
 was fitted to the encoder as the source stage left it).
 
-Both tasks need the same ``label_names`` (the source model's classes are the pseudo-labels).
+When both tasks have the same ``label_names``, the source model's classes are the first
+pseudo-labels. When they differ (news topics -> sentiment), ``target_labels: true`` is needed:
+the source-tuned encoder gets a target head and trains on the target labels first (a ``target``
+stage, as ``finetune``), and that model is the first teacher and every student's start; the
+rounds then cannot use the source data (``with_source`` has no effect: its labels are not the
+target's).
 
 ``target_labels: false`` (unsupervised): no target label influences training. The unlabelled
 pool has no ``labels`` column; the rounds pick their best epoch and stop early on the *source*
@@ -38,6 +43,7 @@ from ..config.strategies import SelfTrainingConfig
 from ..data.streaming import is_stream
 from ..data.transforms import ROW
 from ..errors import ConfigError
+from ..modeling.loading import swap_head
 from ..training.results import StageSummary
 from ..training.stage import StageOutcome
 from ..training.trainer import StageTrainer
@@ -162,13 +168,16 @@ class SelfTraining(Strategy):
 
     def train_transfer(self, run: RunContext) -> TransferOutcome:
         run.require_source(self.name)
-        run.require_shared_labels(self.name)  # the source model's classes are the target's pseudo-labels
+        if not self.config.target_labels:
+            run.require_shared_labels(self.name)  # the source model's classes are the target's pseudo-labels
         if is_stream(run.tokenized["source"]["train"]) or is_stream(run.tokenized["target"]["train"]):
             raise ConfigError("`strategy.name: self_training` joins pseudo-labelled rows with labelled splits, "
                               "which needs map-style data; turn streaming off for this run.")
         source = run.train_stage("source", run.pretrained("source"), "source", run.cfg.source_training)
+        first = source if self.shared_labels(run) else self.target_stage(run, source)
         pool = unlabelled_dataset(run, self.config)
-        teacher, start, stage, records = source.model, None, None, []
+        teacher, stage, records = first.model, None, []
+        start = None if first is source else first.model  # a target stage already had its pretraining
         for r in range(1, self.config.rounds + 1):
             chosen = select_pseudo_labels(predict_probabilities(run, teacher, pool), self.config.threshold,
                                           self.config.max_per_class)
@@ -185,8 +194,19 @@ class SelfTraining(Strategy):
                                     train_ds=train_ds)
             teacher = stage.model
         extra = {"self_training": {"unlabelled_target_examples": len(pool), "threshold": self.config.threshold,
-                                   "with_source": self.config.with_source, "rounds": records}}
-        return self.outcome(run, source, stage, extra)
+                                   "with_source": self.config.with_source and first is source, "rounds": records}}
+        return self.outcome(run, source, stage if stage is not None or first is source else first, extra)
+
+    @staticmethod
+    def shared_labels(run: RunContext) -> bool:
+        return run.tasks["source"].label_names == run.tasks["target"].label_names
+
+    @staticmethod
+    def target_stage(run: RunContext, source: StageOutcome) -> StageOutcome:
+        """Other labels than the source's: the source-tuned encoder with a target head, trained on
+        the target labels (as ``finetune``), is the first teacher."""
+        model = swap_head(source.model, run.tasks["target"].label_names, seed=run.cfg.seed)
+        return run.train_stage("target", model, "target", run.cfg.target_training)
 
     @staticmethod
     def student_start(run: RunContext, source_model) -> torch.nn.Module:
@@ -215,7 +235,7 @@ class SelfTraining(Strategy):
         # bits between one process and several) must not reorder the training set
         kept = sorted(zip(chosen.indices, chosen.labels))
         parts = [with_labels(pool.select([i for i, _ in kept]), [y for _, y in kept], feature)] if kept else []
-        if self.config.with_source:
+        if self.config.with_source and self.shared_labels(run):
             parts.append(run.tokenized["source"]["train"])
         if self.config.target_labels:
             parts.append(run.tokenized["target"]["train"])
