@@ -55,3 +55,14 @@ def read_text_files(files: List[str], text_column: str, cache_dir: Optional[str]
 def cap_examples(ds, cap: Optional[int], seed: int):
     """At most ``cap`` examples of ``ds``, a seeded random sample when it has more."""
     return ds.shuffle(seed=seed).select(range(cap)) if cap and len(ds) > cap else ds
+
+
+def concatenate_on_shared_columns(parts: List[datasets.Dataset]) -> datasets.Dataset:
+    """``parts`` in one set, on the columns they all have, cast to the first part's types.
+
+    Texts from several places (two tasks' train splits, pseudo-labelled rows and a task's split)
+    carry different bookkeeping columns; only the shared ones can be stacked."""
+    columns = [c for c in parts[0].column_names if all(c in p.column_names for p in parts)]
+    parts = [p.select_columns(columns) for p in parts]
+    features = parts[0].features
+    return datasets.concatenate_datasets([p.cast(features) if p.features != features else p for p in parts])

@@ -42,6 +42,7 @@ from ..config import RunConfig
 from ..config.strategies import SelfTrainingConfig
 from ..data.streaming import is_stream
 from ..data.transforms import ROW
+from ..data.unlabelled import concatenate_on_shared_columns
 from ..errors import ConfigError
 from ..modeling.loading import swap_head
 from ..training.results import StageSummary
@@ -125,16 +126,13 @@ def with_labels(ds: datasets.Dataset, labels: List[int], feature) -> datasets.Da
 
 
 def concatenate(parts: List[datasets.Dataset]) -> datasets.Dataset:
-    """One training set of ``parts`` (their shared columns, cast to the first part's types).
+    """One training set of ``parts`` (see `concatenate_on_shared_columns`).
 
     A part without the bookkeeping ``row`` ids (text from ``unlabelled_files``) gets negative
     ones, which name no row of a task's file."""
     if any(ROW in p.column_names for p in parts):
         parts = [p if ROW in p.column_names else p.add_column(ROW, list(range(-len(p), 0))) for p in parts]
-    columns = [c for c in parts[0].column_names if all(c in p.column_names for p in parts)]
-    parts = [p.select_columns(columns) for p in parts]
-    features = parts[0].features
-    return datasets.concatenate_datasets([p.cast(features) if p.features != features else p for p in parts])
+    return concatenate_on_shared_columns(parts)
 
 
 def hidden_label_accuracy(run: RunContext, pool: datasets.Dataset, indices: List[int],

@@ -35,10 +35,11 @@ from ..config.pretraining import AdaptivePretrainingConfig
 from ..data.batching import eval_dataloader, sort_by_length
 from ..data.streaming import is_stream
 from ..data.tokenization import tokenize_dataset
-from ..data.unlabelled import cap_examples, read_text_files
+from ..data.unlabelled import cap_examples, concatenate_on_shared_columns, read_text_files
 from ..errors import ConfigError
 from ..modeling.masked_lm import masked_lm_on
 from .checkpointing import StageCheckpoints, load_stage_model, record_stage, stage_done
+from .loop_state import LossWindow
 from .masking import TokenMasking, masked_lm_losses, masked_token_loss, require_mask_token, tokens_per_process
 from .results import PretrainingSummary
 from .stage import StageEnvironment
@@ -58,15 +59,16 @@ def stage_name(before: str) -> str:
 
 
 class LossCurve:
-    """The mean masked-LM loss every ``every`` optimiser steps (the record's ``loss_curve``).
-    Not checkpointed: a resumed stage's curve starts at the resume."""
+    """The mean masked-LM loss every ``every`` optimiser steps (the record's ``loss_curve``): a
+    `LossWindow` taken at every ``every``-th step. Not checkpointed: a resumed stage's curve
+    starts at the resume."""
 
     def __init__(self, every: int):
         self.every, self.points = max(every, 1), []
-        self.total = self.batches = self.last_step = 0
+        self.window, self.last_step = LossWindow(), 0
 
     def add(self, loss: float) -> None:
-        self.total, self.batches = self.total + loss, self.batches + 1
+        self.window.add(loss)
 
     def at_step(self, step: int) -> None:
         """Called with the optimiser steps done; closes a window at every ``every``-th step."""
@@ -75,9 +77,8 @@ class LossCurve:
         self.last_step = step
 
     def flush(self, step: int) -> None:
-        if self.batches:
-            self.points.append({"step": step, "loss": self.total / self.batches})
-        self.total = self.batches = 0
+        if self.window.batches:
+            self.points.append({"step": step, "loss": self.window.take()})
 
 
 class MaskedLMTrainer(StageTrainer):
@@ -139,7 +140,7 @@ def pretraining_texts(config: AdaptivePretrainingConfig, tokenized: Mapping[str,
                               desc="Tokenizing pretraining text")
     else:
         parts = [unlabelled(tokenized[key]["train"], config.max_examples) for key in TEXT_TASKS[config.text]]
-        ds = parts[0] if len(parts) == 1 else concatenate(parts)
+        ds = parts[0] if len(parts) == 1 else concatenate_on_shared_columns(parts)
         ds = cap_examples(ds, config.max_examples, seed)
     return hold_out(ds, config.heldout_fraction, seed)
 
@@ -152,13 +153,6 @@ def unlabelled(ds, cap: Optional[int]) -> datasets.Dataset:
                               "(how many of its texts to read).", option="adaptive_pretraining.max_examples")
         ds = datasets.Dataset.from_list(list(ds.take(cap)))
     return ds.remove_columns([c for c in ("labels",) if c in ds.column_names])
-
-
-def concatenate(parts: List[datasets.Dataset]) -> datasets.Dataset:
-    """The tasks' texts in one set, on the columns they share."""
-    shared = [c for c in parts[0].column_names if all(c in p.column_names for p in parts)]
-    parts = [p.select_columns(shared) for p in parts]
-    return datasets.concatenate_datasets([p.cast(parts[0].features) for p in parts])
 
 
 def hold_out(ds: datasets.Dataset, fraction: float, seed: int) -> PretrainingTexts:
