@@ -9,7 +9,9 @@ target reviews besides the source labels (target labels never used in training):
 * ``udalm``: one encoder on ``lambda * L_cls(source) + (1 - lambda) * L_mlm(target)``;
 * ``self_training``: the source model's confident, class-balanced pseudo-labels of the target's
   reviews, trained on with the source data;
-* ``instance_weighting``: source reviews weighted by a domain classifier's p(target|x)/p(source|x).
+* ``instance_weighting``: source reviews weighted by a domain classifier's p(target|x)/p(source|x);
+* ``lpft``: source-only with LP-FT (Kumar et al., 2022) in the source stage: the head alone on the
+  frozen encoder for the first quarter of the steps, then everything (no target text at all).
 
 MiniLM-L6, one fixed seed. Each domain's 2,000 reviews are split (seeded, stratified) into train / 10%
 validation / 20% test; the target's test reviews are held out of the unlabelled pool (the pool
@@ -45,7 +47,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 DOMAINS = ["books", "dvd", "electronics", "kitchen"]
-METHODS = ["dann", "mmd", "coral", "dapt", "udalm", "self_training", "instance_weighting"]
+METHODS = ["dann", "mmd", "coral", "dapt", "udalm", "self_training", "instance_weighting", "lpft"]
 
 
 def make_parser():
@@ -69,6 +71,7 @@ def make_parser():
                    help="dann's lambda_max and the mmd/coral weight (the strategies' own default is 1.0)")
     p.add_argument("--mlm-learning-rate", type=float, default=1e-4,
                    help="dapt: learning rate of the masked-LM stage (one pass over the unlabelled reviews)")
+    p.add_argument("--lpft-head-lr", type=float, default=1e-3, help="lpft: the head's learning rate")
     p.add_argument("--jobs", type=int, default=1,
                    help="runs at a time, each in its own process with cpu_count/jobs torch threads")
     p.add_argument("--resume", action="store_true", help="go on from OUT.partial, left by a stopped run")
@@ -96,6 +99,8 @@ def method_options(args, method: str) -> dict:
                 "adaptive_pretraining": {"before": ["source"], "text": "target", "max_examples": args.max_unlabelled,
                                          "num_epochs": args.epochs, "batch_size": args.batch_size,
                                          "learning_rate": args.mlm_learning_rate}}
+    if method == "lpft":  # the source stage's first quarter trains the head alone (see run_config)
+        return {"strategy": {"name": "finetune", "target_labels": False}}
     strategy = {"name": method, "target_labels": False, "max_unlabelled": args.max_unlabelled}
     if method in WEIGHT_OPTION:
         strategy[WEIGHT_OPTION[method]] = args.alignment_weight
@@ -108,12 +113,16 @@ def run_config(args, source: str, target: str, method: str):
     eval_cap = 64 if args.smoke else None
     training = {"num_epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
                 "eval_batch_size": 64}
+    source_training = dict(training)
+    if method == "lpft":  # a quarter of the source stage's optimiser steps (88 at the defaults: 22)
+        steps = -(-args.examples_per_domain // args.batch_size) * args.epochs
+        source_training.update(head_warmup_steps=max(1, steps // 4), head_learning_rate=args.lpft_head_lr)
     data_dir = Path(args.data_dir)
     return RunConfig.from_dict({
         "model": {"name_or_path": args.model, "max_length": args.max_length},
         "source": task(data_dir, source, args.examples_per_domain, eval_cap),
         "target": task(data_dir, target, args.examples_per_domain, eval_cap),
-        "source_training": training, "target_training": training, "seed": args.seed, "baseline": False,
+        "source_training": source_training, "target_training": training, "seed": args.seed, "baseline": False,
         **method_options(args, method)})
 
 
@@ -177,6 +186,13 @@ def goal(mean, wins, n_pairs) -> dict:
     return {"best": best, "margin_points": round(margin, 2), "wins": wins[best], "met": met}
 
 
+def same_settings(previous: dict, now: dict, parser) -> bool:
+    """Whether a partial file's settings are today's. An option added to the script since (such as
+    ``--lpft-head-lr``) matches when it is at its default: the older runs did not depend on it."""
+    defaults = vars(parser.parse_args(["--data-dir", "-", "--out", "-"]))
+    return all(previous.get(k, defaults[k]) == v for k, v in now.items()) and set(previous) <= set(now)
+
+
 def unit_name(unit) -> str:
     kind, source, target = unit
     return f"source_only:{source}" if kind == "source_only" else f"{kind}:{source}->{target}"
@@ -206,7 +222,7 @@ def main(argv=None) -> int:
     if args.resume and partial_path.is_file():
         # go on from a stopped run, but only one with the same settings: mixed budgets would mislead
         previous = json.loads(partial_path.read_text())
-        if previous.get("settings") != settings:
+        if not same_settings(previous.get("settings") or {}, settings, make_parser()):
             sys.exit(f"--resume: {partial_path} was written with other settings:\n  {previous.get('settings')}\n"
                      f"now:\n  {settings}\nrun without --resume, or with the same options.")
         for p, row in previous["pairs"].items():

@@ -48,6 +48,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from partial_results import load_partial
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -271,18 +273,6 @@ def plot(summary: dict, methods, ks, path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- main
-def load_partial(args, settings: dict, partial: Path) -> dict:
-    if args.resume and partial.is_file():
-        previous = json.loads(partial.read_text())
-        if previous.get("settings") != settings:
-            sys.exit(f"--resume: {partial} was written with other settings:\n  {previous.get('settings')}\nnow:\n"
-                     f"  {settings}\nrun without --resume, or with the same options.")
-        return previous["runs"]
-    if partial.exists():
-        sys.exit(f"{partial} exists (a stopped run): pass --resume to go on from it, or delete it.")
-    return {}
-
-
 def main(argv=None) -> int:
     args = make_parser().parse_args(argv)
     if args.smoke:
@@ -301,7 +291,7 @@ def main(argv=None) -> int:
     out, partial = Path(args.out), Path(f"{args.out}.partial")
     work = Path(f"{args.out}.work")
     work.mkdir(exist_ok=True)
-    done = load_partial(args, settings, partial)
+    done = load_partial(args.resume, settings, partial)
     units = list(dict.fromkeys(unit_key(m, src, k, s) for s in seeds for src in sources for k in ks for m in methods))
     print(f"{sum(u not in done for u in units)} of {len(units)} runs to do", flush=True)
     t_all = time.perf_counter()

@@ -44,7 +44,7 @@ _EXPORTS = {
     "results_table": "publish.report",
     "tokenize_dataset": "data.tokenization", "tokenize_splits": "data.tokenization",
     "StageTrainer": "training.trainer", "make_accelerator": "training.accelerator",
-    "run_transfer": "run.transfer",
+    "run_transfer": "run.transfer", "rank": "run.rank", "RankConfig": "config.rank",
     "Strategy": "strategies", "StrategyConfig": "config", "available_strategies": "strategies",
     "get_strategy": "strategies", "register_strategy": "strategies",
 }
@@ -74,6 +74,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .modeling.freezing import FreezeReport, encoder_layers, freeze, parameter_report, unfreeze
     from .modeling.loading import attach_head, load_for_classification, load_tokenizer, save_model, swap_head
     from .publish.report import results_table
+    from .config.rank import RankConfig
+    from .run.rank import rank
     from .run.transfer import run_transfer
     from .strategies import Strategy, available_strategies, get_strategy, register_strategy
     from .training.accelerator import make_accelerator

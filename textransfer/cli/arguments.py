@@ -84,6 +84,39 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-length", type=int, help="tokens kept per text (default: as trained)")
 
 
+def rank_flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def max_examples_value(value: str):
+    """``--max-examples 2000``, or ``all`` (every train row)."""
+    return None if value.lower() in ("all", "null", "none") else int(value)
+
+
+def add_rank_arguments(parser: argparse.ArgumentParser) -> None:
+    """``rank``: a recipe, the candidates, the output folder; every ``RankConfig`` field as a flag
+    (``max_examples`` -> ``--max-examples``), with the dataclass's help, so the two cannot drift."""
+    import dataclasses
+
+    from ..config.rank import RankConfig
+
+    parser.add_argument("config", help="recipe YAML: its `target` task is scored for, its `model` embeds source tasks")
+    parser.add_argument("--candidates", nargs="+", required=True, metavar="CANDIDATE",
+                        help="models (Hub id, saved model folder, run directory) and source tasks (a YAML file "
+                             "holding one task with the keys of a `source:` section)")
+    parser.add_argument("--output-dir", required=True,
+                        help="where rank.json, rank.png and the feature cache go (a second call reuses the cache)")
+    parser.add_argument("overrides", nargs="*", metavar="section.option=value",
+                        help="override the recipe's fields, e.g. model.max_length=64 (before --candidates)")
+    for f in dataclasses.fields(RankConfig):
+        flag, dest, helptext = rank_flag(f.name), f"rank_{f.name}", f"{f.metadata['help']} (default: {f.default})"
+        if f.type in (bool, "bool"):
+            parser.add_argument(flag, dest=dest, action="store_true", help=helptext)
+            continue
+        kind = {"max_examples": max_examples_value}.get(f.name, float if f.type in (float, "float") else int)
+        parser.add_argument(flag, dest=dest, type=kind, default=f.default, metavar=f.name.upper(), help=helptext)
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="textransfer", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"textransfer {__version__}")
@@ -92,9 +125,15 @@ def make_parser() -> argparse.ArgumentParser:
     compare = add_run_arguments(sub.add_parser("compare", help="run several strategies on one split and seed"))
     compare.add_argument("--strategies", required=True,
                          help="comma-separated strategy names, e.g. finetune,features,l2sp,dann,mmd,coral")
+    compare.add_argument("--select", action="store_true",
+                         help="also choose among the strategies and the no-transfer baseline on validation only "
+                              "(as `strategy: auto`): comparison.json/.md say which and why, and the chosen model "
+                              "is copied to OUTPUT_DIR/model")
     add_push_arguments(sub.add_parser("push", help="push a run's model, tokenizer and card to the Hub"))
     add_predict_arguments(sub.add_parser("predict", help="label every row of a csv/tsv/jsonl/parquet file"))
     add_evaluate_arguments(sub.add_parser("evaluate", help="metrics, per-class report, confusion matrix"))
+    add_rank_arguments(sub.add_parser("rank", help="will transfer help? score candidate models and source tasks "
+                                                   "for a recipe's target, without training a run"))
     return parser
 
 

@@ -11,7 +11,7 @@ import shlex
 import sys
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from ..config import RunConfig
+from ..config import AutoConfig, RunConfig
 from ..errors import TextransferError
 
 
@@ -69,16 +69,19 @@ def run_command(args: argparse.Namespace) -> int:
 def compare_command(args: argparse.Namespace) -> int:
     _, _, cfg, output_dir = run_config(args)
     from ..run.compare import compare_strategies, comparison_markdown, strategy_configs
+    from ..training.results import AutoSelection
 
     if args.dry_run:
         strategies = strategy_configs(cfg, args.strategies.split(","))
         return dry_run(cfg, output_dir, overwrite=args.overwrite, strategies=list(strategies.values()))
     comparison = compare_strategies(cfg, args.strategies.split(","), output_dir,
-                                    overwrite=args.overwrite or cfg.overwrite_output_dir)
+                                    overwrite=args.overwrite or cfg.overwrite_output_dir, select=args.select)
     if is_main_process():
+        selected = AutoSelection.from_dict(comparison.get("selected"))
         print()
-        print(comparison_markdown(list(comparison["strategies"].values()), comparison["baselines"]))
-        print(f"Comparison: {output_dir}/comparison.json, comparison.md, comparison.png")
+        print(comparison_markdown(list(comparison["strategies"].values()), comparison["baselines"], selected))
+        print(f"Comparison: {output_dir}/comparison.json, comparison.md, comparison.png"
+              + (f"; selected model ({selected.chosen}): {output_dir}/model" if selected else ""))
     return 0
 
 
@@ -97,7 +100,8 @@ def dry_run(cfg: RunConfig, output_dir: str, overwrite: bool = False, resume: bo
     """
     from ..files import check_output_dir
     from ..publish.hub import check_push
-    from ..run.transfer import prepare, with_overrides
+    from ..run.auto import candidate_config
+    from ..run.transfer import check_candidates, prepare, with_overrides
     from ..strategies import get_strategy
     from ..training.accelerator import make_accelerator
 
@@ -105,8 +109,11 @@ def dry_run(cfg: RunConfig, output_dir: str, overwrite: bool = False, resume: bo
     out = check_output_dir(cfg.output_dir, cfg.overwrite_output_dir or cfg.resume)
     if cfg.push_to_hub:
         check_push(cfg.hub_repo_id, out)
-    for strategy in strategies or [cfg.strategy]:
-        get_strategy(strategy)
+    if strategies is None and isinstance(cfg.strategy, AutoConfig):  # it trains its candidates
+        check_candidates({name: candidate_config(cfg, s) for name, s in cfg.strategy.candidate_configs().items()})
+    else:
+        for strategy in strategies or [cfg.strategy]:
+            get_strategy(strategy)
     make_accelerator(cfg.mixed_precision, report_to=cfg.report_to, output_dir=out)
     _, tasks = prepare(cfg)
     if is_main_process():
@@ -155,5 +162,30 @@ def evaluate_command(args: argparse.Namespace) -> int:
     return command(args)
 
 
+def rank_command(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from ..config.rank import RankConfig
+    from ..publish.ranking import rank_table
+    from ..run.rank import PLOT_FILE, RANK_FILE, rank
+
+    # `--candidates a b x.y=1`: argparse hands the override to --candidates; an entry that is no
+    # file and looks like `section.option=value` is an override
+    overrides = list(args.overrides) + [c for c in args.candidates if is_override(c)]
+    candidates = [c for c in args.candidates if not is_override(c)]
+    options = RankConfig(**{f.name: getattr(args, f"rank_{f.name}") for f in dataclasses.fields(RankConfig)})
+    report = rank(args.config, candidates, args.output_dir, options=options, overrides=overrides)
+    print(rank_table(report.to_dict()))
+    print(f"\nScores: {args.output_dir}/{RANK_FILE}   plot: {args.output_dir}/{PLOT_FILE}")
+    return 0
+
+
+def is_override(arg: str) -> bool:
+    from pathlib import Path
+
+    key = arg.split("=", 1)[0]
+    return "=" in arg and "." in key and "/" not in key and not Path(arg).exists()
+
+
 COMMANDS = {"run": run_command, "compare": compare_command, "push": push_command, "predict": predict_command,
-            "evaluate": evaluate_command}
+            "evaluate": evaluate_command, "rank": rank_command}

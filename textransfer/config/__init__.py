@@ -8,10 +8,11 @@ datasets, accelerate or evaluate), so that a config error is reported at once.
 from .model import ModelConfig
 from .run import DEFAULT_METRICS, RunConfig
 from .schema import apply_overrides, option
-from .strategies import StrategyConfig, config_class_of, register_strategy_config, strategy_config, strategy_names
+from .strategies import (AutoConfig, StrategyConfig, config_class_of, register_strategy_config, strategy_config,
+                         strategy_names)
 from .task import TaskConfig
 from .training import TrainingConfig
 
-__all__ = ["ModelConfig", "RunConfig", "TaskConfig", "TrainingConfig", "StrategyConfig", "DEFAULT_METRICS",
-           "apply_overrides", "option", "config_class_of", "register_strategy_config", "strategy_config",
-           "strategy_names"]
+__all__ = ["ModelConfig", "RunConfig", "TaskConfig", "TrainingConfig", "StrategyConfig", "AutoConfig",
+           "DEFAULT_METRICS", "apply_overrides", "option", "config_class_of", "register_strategy_config",
+           "strategy_config", "strategy_names"]

@@ -21,7 +21,7 @@ from .model import ModelConfig
 from .paths import relative_to, resolve_task_paths
 from .pretraining import AdaptivePretrainingConfig
 from .schema import apply_overrides, build, option
-from .strategies import StrategyConfig, strategy_config
+from .strategies import AUTO, StrategyConfig, strategy_config
 from .task import TaskConfig
 from .training import TrainingConfig
 
@@ -102,6 +102,9 @@ class RunConfig:
         if self.target is None:
             raise ConfigError("the config has no `target` task; add a `target:` section.")
         self.strategy = strategy_config(self.strategy)
+        if self.strategy.name == AUTO and not self.baseline:
+            raise ConfigError("`strategy: auto` always counts the no-transfer baseline among its candidates (it is "
+                              "shipped when it scores best on validation); remove `baseline: false`.", option="baseline")
         for role in ("source", "target"):
             task = getattr(self, role)
             if task is not None:  # not a field: error messages name `target.format`, not `format`

@@ -33,7 +33,8 @@ class StrategyConfig:
     """
 
     name: str = option("finetune", help="Strategy: finetune, scratch, features, l2sp, joint, dann, mmd, coral, udalm, "
-                                        "self_training, instance_weighting, relational_distillation.")
+                                        "self_training, instance_weighting, relational_distillation, or auto "
+                                        "(choose among candidates).")
 
 
 def register_strategy_config(name: str, config_class: Type[StrategyConfig]) -> None:
@@ -337,10 +338,69 @@ class RelationalDistillationConfig(StrategyConfig):
         require_non_negative(self, "distance_weight", "angle_weight")
 
 
+AUTO = "auto"
+# the name the no-transfer baseline goes by among an automatic choice's candidates
+BASELINE_CANDIDATE = "baseline"
+
+
+@dataclass
+class AutoConfig(StrategyConfig):
+    """``strategy: {name: auto, candidates: [finetune, l2sp]}``: train every candidate strategy (and
+    the no-transfer baseline, which is always a candidate) and ship the one with the best
+    **validation** score on ``target_training.metric_for_best_model`` (``run/auto.py``).
+
+    ``auto`` has no implementation of its own in the strategy registry: ``run_transfer`` trains
+    each candidate as a run of its own (as ``compare`` does) and chooses between them.
+
+    Args:
+        candidates (`list`): strategy names (each with its default options), or mappings with
+            options such as ``{name: l2sp, alpha: 0.1}``; unique, at least one, and each using the
+            target's labels (the choice is made on the target's validation split).
+    """
+
+    candidates: List[Any] = option(default_factory=lambda: ["finetune", "l2sp"],
+                                   help="auto: strategies to train and choose among on validation, e.g. [finetune, "
+                                        "l2sp] (the no-transfer baseline always competes too).")
+
+    def __post_init__(self):
+        # `strategy.candidates=finetune,l2sp` on the command line arrives as one string
+        self.candidates = [part for c in self.candidates
+                           for part in ([p.strip() for p in c.split(",") if p.strip()] if isinstance(c, str) else [c])]
+        self.candidate_configs()  # every check, before any training
+
+    def candidate_configs(self) -> Dict[str, StrategyConfig]:
+        """Each candidate's config, by name, in the order given."""
+        if not self.candidates:
+            raise ConfigError("`strategy.candidates` is empty; name at least one strategy, e.g. [finetune, l2sp] "
+                              "(the no-transfer baseline is always a candidate).", option="strategy.candidates")
+        configs: Dict[str, StrategyConfig] = {}
+        for entry in self.candidates:
+            if (entry.get("name") if isinstance(entry, dict) else entry) == BASELINE_CANDIDATE:
+                raise ConfigError("`strategy.candidates` names `baseline`: the no-transfer baseline is always a "
+                                  "candidate; leave it out.", option="strategy.candidates")
+            try:
+                config = strategy_config(entry, prefix="strategy.candidates.")
+            except ConfigError as err:  # an unknown name (with its did-you-mean) or a bad option
+                raise ConfigError(f"`strategy.candidates`: {err}", option=err.option or "strategy.candidates") from None
+            name = config.name
+            if name == AUTO:
+                raise ConfigError("`strategy.candidates` names `auto`: the candidates are the strategies to "
+                                  "choose among; `auto` cannot be one of them.", option="strategy.candidates")
+            if name in configs:
+                raise ConfigError(f"`strategy.candidates` names `{name}` twice; each candidate once.",
+                                  option="strategy.candidates")
+            if getattr(config, "target_labels", True) is False:
+                raise ConfigError(f"candidate `{name}` has `target_labels: false`, but `auto` chooses on the "
+                                  f"target's validation labels; only strategies that train on them can compete.",
+                                  option="strategy.candidates")
+            configs[config.name] = config
+        return configs
+
+
 BUILTIN_CONFIGS = {"finetune": FinetuneConfig, "scratch": ScratchConfig, "features": FeaturesConfig,
                    "l2sp": L2SPConfig, "joint": JointConfig, "dann": DANNConfig, "mmd": MMDConfig,
                    "coral": CORALConfig, "udalm": UDALMConfig, "self_training": SelfTrainingConfig,
                    "instance_weighting": InstanceWeightingConfig,
-                   "relational_distillation": RelationalDistillationConfig}
+                   "relational_distillation": RelationalDistillationConfig, AUTO: AutoConfig}
 for _name, _cls in BUILTIN_CONFIGS.items():
     register_strategy_config(_name, _cls)

@@ -29,8 +29,8 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..files import atomic_write_text
 from ..modeling.loading import resolve_model_path
-from ..training.results import ARMS, RunResults, as_run_results
-from .report import Results, format_interval, format_score
+from ..training.results import ARMS, BASELINE_CANDIDATE, RunResults, as_run_results
+from .report import Results, candidate_rows, format_interval, format_score
 
 BEGIN = "<!-- textransfer:begin (generated; edits between these markers are replaced on the next run) -->"
 END = "<!-- textransfer:end -->"
@@ -105,9 +105,23 @@ def run_metadata(results: RunResults, arm: str) -> Dict[str, Any]:
     meta: Dict[str, Any] = {"arm": arm, "shipped": results.shipped_arm}
     if results.selected is not None:
         meta["selection"] = results.selected.reason
-    meta["metrics"] = {name: {k: round(float(v), 4) for k, v in stage.metrics.items() if isinstance(v, (int, float))}
-                       for name in ARMS if (stage := results.arm_stage(name)) is not None}
+    if results.auto is not None:  # strategy: auto: this model's candidate, the one shipped, every candidate's scores
+        auto = results.auto
+        meta.update(candidate=candidate_name(results, arm), shipped=auto.chosen, selection=auto.reason,
+                    candidates={name: {"validation": c.validation, "test": _rounded(c.test)}
+                                for name, c in auto.candidates.items()})
+    meta["metrics"] = {name: _rounded(stage.metrics) for name in ARMS if (stage := results.arm_stage(name)) is not None}
     return meta
+
+
+def _rounded(metrics: Dict[str, Any]) -> Dict[str, float]:
+    """The numeric metrics, rounded as ``model-index`` rounds them."""
+    return {k: round(float(v), 4) for k, v in metrics.items() if isinstance(v, (int, float))}
+
+
+def candidate_name(results: RunResults, arm: str) -> str:
+    """The candidate of an automatic choice that ``arm``'s model is: its strategy, or ``baseline``."""
+    return BASELINE_CANDIDATE if arm == "baseline" else results.strategy_name
 
 
 def base_model_license(name: Optional[str]) -> Optional[str]:
@@ -204,6 +218,8 @@ def card_body(results: Results, config: Dict[str, Any], repo_id: Optional[str] =
 
 def _which_model(results: RunResults, arm: str) -> List[str]:
     """Which of the run's two models this is, which one the run shipped as ``model/``, and why."""
+    if results.auto is not None:
+        return _auto_choice(results, arm)
     selected = results.selected
     if selected is None:  # a run from before runs chose: model/ is the transfer model
         return []
@@ -217,6 +233,22 @@ def _which_model(results: RunResults, arm: str) -> List[str]:
         where = (f"This is the run's **{arm}** model, kept in `{selected.folder(arm)}/`; the run shipped the "
                  f"**{selected.arm}** model as its `model/`.")
     return ["## Which model this is", "", where, "", f"Why: {selected.reason}.", ""]
+
+
+def _auto_choice(results: RunResults, arm: str) -> List[str]:
+    """``strategy: auto``: which candidate this model is, which one was shipped and why, and every
+    candidate's validation score (the choice) beside its test score (reported only)."""
+    auto, name = results.auto, candidate_name(results, arm)
+    how = "the automatic choice (`strategy: auto`, or `compare --select`)"
+    if auto.folder(name) == "model":
+        where = f"This is the **{name}** model, shipped as `model/` by {how} among these candidates."
+    else:
+        where = f"This is the **{name}** model, kept in `{auto.folder(name)}/`; {how} shipped **{auto.chosen}** as `model/`."
+    rows = [f"| {c} | {v} | {t} | `{m}` |" for c, v, t, m in candidate_rows(auto)]
+    return ["## Which model this is", "", where, "", f"Why: {auto.reason}.", "",
+            f"| candidate | validation {auto.metric} | test {auto.metric} | model |", "| --- | --- | --- | --- |",
+            *rows, "", "The choice reads the validation scores only; the test scores are reported, never used to "
+            "choose.", ""]
 
 
 def _lineage(results: RunResults, config: Dict[str, Any], arm: str = "transfer") -> List[str]:
@@ -276,7 +308,8 @@ def _limitations(results: RunResults, config: Dict[str, Any], arm: str = "transf
     lines = ["", "## Limitations", ""]
     if verdict.negative_transfer:
         primary = verdict.noise_test.metric if verdict.noise_test else "accuracy"
-        shipped = f" The run shipped the {results.shipped_arm} model as `model/`." if results.selected else ""
+        shipped_name = results.auto.chosen if results.auto else results.shipped_arm
+        shipped = f" The run shipped the {shipped_name} model as `model/`." if results.selected else ""
         lines.append(f"- **Negative transfer**: on `{task}` the transfer model is worse than the "
                      f"no-transfer baseline beyond noise ({primary} gain "
                      f"{format_score(verdict.gain.get(primary), signed=True)}, 95% CI entirely below 0). The "

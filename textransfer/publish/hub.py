@@ -69,7 +69,8 @@ def _scrub(text: str, token: Optional[str]) -> str:
 
 def arm_location(model: str, arm: Optional[str]) -> ModelLocation:
     """Where the model to push is: ``model``'s own (a run's shipped ``model/``), or with ``arm``
-    the run's model of that arm (``model/`` when it was shipped, else ``models/<arm>/``)."""
+    the run's model of that arm (``model/`` when it was shipped, else ``models/<arm>/``; in a
+    ``strategy: auto`` run the transfer arm is the best transfer candidate, in ``models/<strategy>/``)."""
     where = resolve_model(model, hub_ids=False)
     if arm is None:
         return where
@@ -85,7 +86,7 @@ def arm_location(model: str, arm: Optional[str]) -> ModelLocation:
     if results.selected is None and arm != "transfer":
         raise ConfigError(f"--arm {arm}: the run in '{model}' is from before runs kept both arms; it keeps only its "
                           f"transfer model, in model/. Push it without --arm.")
-    folder = where.run_dir / (results.selected.folder(arm) if results.selected else "model")
+    folder = where.run_dir / results.model_folder(arm)
     if not (folder / "config.json").is_file():
         raise ConfigError(f"--arm {arm}: '{folder}' holds no saved model; push the run without --arm, or "
                           f"run it again to write both arms.")

@@ -6,9 +6,9 @@ Each takes a run's results as a `RunResults` or as the ``results.json`` dict.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
-from ..training.results import RunResults, as_run_results
+from ..training.results import AutoSelection, RunResults, as_run_results
 
 Results = Union[RunResults, Mapping[str, Any]]
 
@@ -60,6 +60,8 @@ def results_table(results: Results) -> str:
 
 def shipped_lines(results: RunResults) -> List[str]:
     """Which arm the run shipped as ``model/`` and why, and where the other one is."""
+    if results.auto is not None:
+        return auto_lines(results.auto)
     selected = results.selected
     if selected is None:
         return []
@@ -67,6 +69,23 @@ def shipped_lines(results: RunResults) -> List[str]:
     lines += [f"The {arm} model is in {selected.folder(arm)}/." for arm in ("transfer", "baseline")
               if arm != selected.arm and results.arm_stage(arm) is not None]
     return lines
+
+
+def candidate_rows(auto: AutoSelection) -> List[Tuple[str, str, str, str]]:
+    """``(candidate, validation score, test score, model folder)`` per candidate of an automatic
+    choice, on its metric; the shipped one is marked."""
+    return [(name + (" (shipped)" if name == auto.chosen else ""), format_score(c.validation),
+             format_score(c.test.get(auto.metric)), auto.folder(name) + "/") for name, c in auto.candidates.items()]
+
+
+def auto_lines(auto: AutoSelection) -> List[str]:
+    """The automatic choice (``strategy: auto``): every candidate's scores, and what was shipped and why."""
+    rows = [("candidate", f"validation {auto.metric}", f"test {auto.metric}", "model")] + candidate_rows(auto)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return ["", "Automatic choice, on validation only (test scores are reported, never used to choose):", *lines,
+            f"Shipped as model/: {auto.chosen}. Why: {auto.reason}."]
 
 
 def plot_learning_curves(results: Results, path: Path, metric: str = "accuracy") -> Optional[Path]:

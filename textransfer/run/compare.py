@@ -5,13 +5,17 @@ changes; the config's own strategy keeps its options), writing its results to
 ``D/<strategy>/``. The no-transfer baselines are trained once and shared (one per kind:
 target-only, or source-only for unsupervised adaptation). Then ``D/comparison.json``,
 ``D/comparison.md`` and ``D/comparison.png`` (accuracy and macro-F1 per strategy, the
-baseline as a line).
+baseline as a line). With ``select=True`` (``--select``), the automatic choice of
+``strategy: auto`` (``auto.py``) on top: the strategy (or the baseline) with the best validation
+score is named, with why, in ``comparison.json``'s ``selected`` and ``comparison.md``, and its
+model is copied to ``D/model/``.
 
 ```python
 from textransfer import RunConfig
 from textransfer.run.compare import compare_strategies
 cfg = RunConfig.from_yaml("recipes/news_to_sentiment.yaml")
 table = compare_strategies(cfg, ["finetune", "features", "l2sp"], "runs/compare")
+picked = compare_strategies(cfg, ["finetune", "l2sp"], "runs/pick", select=True)["selected"]["chosen"]
 ```
 """
 
@@ -19,16 +23,19 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from accelerate import PartialState
 
 from ..config import RunConfig, StrategyConfig
+from ..config.strategies import AUTO
 from ..errors import ConfigError
 from ..files import atomic_write_text, check_output_dir, write_json
+from ..publish.report import candidate_rows
 from ..strategies import available_strategies, strategy_config
-from ..training.results import RunResults
-from .transfer import BaselineCache, run_transfer
+from ..training.results import AutoSelection, RunResults
+from .auto import select_comparison
+from .transfer import BaselineCache, check_candidates, train_candidates
 
 
 def comparison_row(name: str, results: RunResults) -> Dict[str, Any]:
@@ -51,7 +58,8 @@ def comparison_row(name: str, results: RunResults) -> Dict[str, Any]:
     }
 
 
-def comparison_markdown(rows: List[Dict[str, Any]], baselines: Dict[str, Dict[str, float]]) -> str:
+def comparison_markdown(rows: List[Dict[str, Any]], baselines: Dict[str, Dict[str, float]],
+                        selected: Optional[AutoSelection] = None) -> str:
     lines = ["| strategy | accuracy | macro-F1 | gain (acc) | 95% CI | negative transfer | train time (s) |",
              "|---|---|---|---|---|---|---|"]
     for kind, m in baselines.items():
@@ -66,7 +74,15 @@ def comparison_markdown(rows: List[Dict[str, Any]], baselines: Dict[str, Dict[st
             f"| {'' if gain is None else f'{gain:+.4f}'} | {ci_text} "
             f"| {'' if r['negative_transfer'] is None else ('yes' if r['negative_transfer'] else 'no')} "
             f"| {r['train_time_s']:.1f} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + (selection_markdown(selected) if selected is not None else [])) + "\n"
+
+
+def selection_markdown(selected: AutoSelection) -> List[str]:
+    """``--select``: the chosen candidate, why, and every candidate's validation and test scores."""
+    return ["", f"Selected (`--select`, on validation {selected.metric} only; the test scores are reported, never "
+                f"used to choose): **{selected.chosen}**, copied to `model/`. Why: {selected.reason}.", "",
+            f"| candidate | validation {selected.metric} | test {selected.metric} | model |", "|---|---|---|---|",
+            *[f"| {c} | {v} | {t} | `{m}` |" for c, v, t, m in candidate_rows(selected)]]
 
 
 def plot_comparison(rows, baselines, path: Path) -> None:
@@ -98,30 +114,41 @@ def plot_comparison(rows, baselines, path: Path) -> None:
     tmp.replace(path)
 
 
-def compare_strategies(cfg: RunConfig, strategies: List[str], output_dir, overwrite: bool = False) -> Dict[str, Any]:
+def compare_strategies(cfg: RunConfig, strategies: List[str], output_dir, overwrite: bool = False,
+                       select: bool = False) -> Dict[str, Any]:
     """Run each strategy in ``strategies`` on ``cfg``'s split and seed; write the comparison.
 
-    Returns the ``comparison.json`` content.
+    With ``select``, also choose among the strategies and the baseline on validation only (as
+    ``strategy: auto`` does, ``auto.py``): ``comparison.json``'s ``selected`` says which and why,
+    and the chosen model is copied to ``D/model/``. Returns the ``comparison.json`` content.
     """
-    configs = strategy_configs(cfg, strategies)  # every name checked before anything trains
+    configs = {name: with_strategy(cfg, s) for name, s in strategy_configs(cfg, strategies).items()}
+    if select:  # every strategy must be judged against the target baseline, said before any training
+        check_candidates(configs)
     out = check_output_dir(str(output_dir), overwrite)
     out.mkdir(parents=True, exist_ok=True)
     cache: BaselineCache = {}
-    rows = []
-    for name, strategy in configs.items():
-        run_cfg = copy.deepcopy(cfg)
-        run_cfg.strategy = strategy
-        results = run_transfer(run_cfg, output_dir=out / name, overwrite=True, baseline_cache=cache)
-        rows.append(comparison_row(name, RunResults.from_dict(results)))
+    runs = train_candidates(configs, out, cache)
+    rows = [comparison_row(name, results) for name, results in runs.items()]
     baselines = {kind: shared.baseline.summary.metrics for kind, shared in cache.items()}
     comparison = {"model": cfg.model.name_or_path, "seed": cfg.seed, "source": cfg.source.name if cfg.source else None,
                   "target": cfg.target.name, "baselines": baselines,
                   "strategies": {r["strategy"]: r for r in rows}}
+    selected = select_comparison(out, cfg, runs, cache["target"]) if select else None
+    if selected is not None:
+        comparison["selected"] = selected.to_dict()
     if PartialState().is_main_process:
         write_json(out / "comparison.json", comparison)
-        atomic_write_text(out / "comparison.md", comparison_markdown(rows, baselines))
+        atomic_write_text(out / "comparison.md", comparison_markdown(rows, baselines, selected))
         plot_comparison(rows, baselines, out / "comparison.png")
     return comparison
+
+
+def with_strategy(cfg: RunConfig, strategy: StrategyConfig) -> RunConfig:
+    """``cfg`` with only its strategy changed."""
+    run_cfg = copy.deepcopy(cfg)
+    run_cfg.strategy = strategy
+    return run_cfg
 
 
 def strategy_configs(cfg: RunConfig, strategies: List[str]) -> Dict[str, StrategyConfig]:
@@ -132,4 +159,7 @@ def strategy_configs(cfg: RunConfig, strategies: List[str]) -> Dict[str, Strateg
         raise ConfigError(f"--strategies is empty; name some of {', '.join(available_strategies())}.")
     if len(set(names)) != len(names):
         raise ConfigError(f"--strategies names one strategy twice: {names}.")
+    if AUTO in names:
+        raise ConfigError("--strategies names `auto`, which chooses among strategies rather than being one; list "
+                          "the strategies to compare and add --select to choose among them on validation.")
     return {name: cfg.strategy if cfg.strategy.name == name else strategy_config({"name": name}) for name in names}

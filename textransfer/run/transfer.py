@@ -34,19 +34,21 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 import datasets
+from accelerate import PartialState
 
-from ..config import RunConfig
+from ..config import AutoConfig, RunConfig
 from ..data.loading import TaskData, load_task
 from ..data.tokenization import check_max_length, tokenize_splits
 from ..errors import ConfigError
 from ..files import check_output_dir
 from ..modeling.loading import load_model_config, load_tokenizer
-from ..publish.hub import check_push
+from ..publish.hub import check_push, push_run
 from ..strategies import RunContext, Strategy, TransferOutcome, get_strategy, train_baseline
 from ..strategies.base import check_adaptive_pretraining, pretraining_results
 from ..training.checkpointing import prepare_checkpoint_root, stage_model_dir
 from ..training.results import DataSummary, RunResults, StageSummary, TargetResults
 from ..training.accelerator import end_tracking, make_accelerator, start_tracking
+from .auto import CANDIDATES_FOLDER, candidate_config, finish_auto
 from .outputs import finish_run
 from .shipping import SharedBaseline, select_arm
 from .verdict import judge_transfer, warn_if_imbalanced
@@ -92,6 +94,8 @@ def run_transfer(cfg: RunConfig, output_dir: Optional[str] = None, overwrite: Op
         The ``results.json`` content as a dict (`RunResults.to_dict`).
     """
     cfg = with_overrides(cfg, output_dir, overwrite, resume)
+    if isinstance(cfg.strategy, AutoConfig):
+        return run_auto(cfg, baseline_cache)
     # resuming writes into the run's own (non-empty) folder; prepare_checkpoint_root checks it is one
     out = check_output_dir(cfg.output_dir, cfg.overwrite_output_dir or cfg.resume)
     if cfg.push_to_hub:  # fail before training, not after it, when the push cannot happen
@@ -124,6 +128,50 @@ def run_transfer(cfg: RunConfig, output_dir: Optional[str] = None, overwrite: Op
     if out is not None:
         finish_run(out, cfg, run, results, outcome, baseline)
     return results.to_dict()
+
+
+def run_auto(cfg: RunConfig, baseline_cache: Optional[BaselineCache] = None) -> Dict[str, Any]:
+    """``strategy: auto``: every candidate trained as a run of its own (in ``checkpoints/candidates/``),
+    sharing one baseline; the best on validation is shipped (``auto.py``). Returns ``results.json``'s content."""
+    if cfg.resume:
+        raise ConfigError("`--resume` does not continue a `strategy: auto` run; run it again with --overwrite "
+                          "(or run the candidates one by one with `textransfer compare`).", option="resume")
+    out = check_output_dir(cfg.output_dir, cfg.overwrite_output_dir)
+    if cfg.push_to_hub:  # the choice is pushed once, at the end
+        check_push(cfg.hub_repo_id, out)
+    configs = {name: candidate_config(cfg, strategy) for name, strategy in cfg.strategy.candidate_configs().items()}
+    check_candidates(configs)
+    cache: BaselineCache = {} if baseline_cache is None else baseline_cache
+    work = None if out is None else out / CANDIDATES_FOLDER
+    runs = train_candidates(configs, work, cache)
+    results = finish_auto(out, cfg, runs, work, cache["target"])
+    if cfg.push_to_hub and PartialState().is_main_process:
+        push_run(out, cfg.hub_repo_id, private=cfg.hub_private, revision=cfg.hub_revision)
+    return results.to_dict()
+
+
+def check_candidates(configs: Dict[str, RunConfig]) -> None:
+    """Before any training: every candidate can run and is judged against the target baseline (whose
+    validation split, with the target's labels, makes the choice)."""
+    for name, run_cfg in configs.items():
+        strategy = get_strategy(run_cfg.strategy)
+        if strategy.baseline_kind != "target" or not has_baseline(run_cfg, strategy):
+            raise ConfigError(f"`{name}` cannot be chosen on validation: it has no target baseline to be chosen "
+                              f"against (it needs a `source:` task, or uses no target label).",
+                              option="strategy.candidates")
+        check_ship(run_cfg, strategy)
+        check_adaptive_pretraining(run_cfg, strategy)
+
+
+def train_candidates(configs: Dict[str, RunConfig], folder: Optional[Path],
+                     cache: BaselineCache) -> Dict[str, RunResults]:
+    """Run each config (``compare``'s strategies, ``auto``'s candidates) into ``folder / name``
+    (nothing written when ``folder`` is None), the baseline trained once per kind through ``cache``."""
+    runs = {}
+    for name, run_cfg in configs.items():
+        run_cfg.output_dir = None if folder is None else str(Path(folder) / name)
+        runs[name] = RunResults.from_dict(run_transfer(run_cfg, overwrite=True, baseline_cache=cache))
+    return runs
 
 
 def has_baseline(cfg: RunConfig, strategy: Strategy) -> bool:

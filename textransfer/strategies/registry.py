@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Tuple, Type
 
-from ..config import StrategyConfig, config_class_of, register_strategy_config, strategy_config
+from ..config import AutoConfig, StrategyConfig, config_class_of, register_strategy_config, strategy_config
 from ..errors import ConfigError
 
 _REGISTRY: Dict[str, Tuple[Type[StrategyConfig], type]] = {}
@@ -38,6 +38,9 @@ def get_strategy(config):
     """The strategy for ``config`` (a name, a mapping, or a `StrategyConfig`)."""
     cfg = strategy_config(config)
     config_class_of(cfg.name)  # an unknown name: the did-you-mean error
+    if isinstance(cfg, AutoConfig):  # it trains its candidates, each a strategy of its own (run/auto.py)
+        raise ConfigError("`auto` is not a strategy that trains by itself: `run_transfer` trains each of its "
+                          "`candidates` and ships the best on validation; get the strategy of a candidate.")
     if cfg.name not in _REGISTRY:
         raise ConfigError(f"strategy `{cfg.name}` has options registered but no implementation; import the module "
                           f"that defines it (with @register_strategy) before running.")

@@ -282,6 +282,58 @@ class Selection:
         return cls(d["arm"], d.get("reason", ""), dict(d.get("validation") or {}))
 
 
+BASELINE_CANDIDATE = "baseline"  # the no-transfer baseline among an automatic choice's candidates
+
+
+@dataclass
+class Candidate:
+    """One candidate of an automatic choice (``strategy: auto``, ``compare --select``): its
+    validation score, the one the choice reads, and its test metrics, which are reported only."""
+
+    validation: Optional[float]  # on metric_for_best_model; None when it has none (it cannot be chosen)
+    test: Metrics
+    model: str  # its model folder, relative to the run (or comparison) directory
+    train_time_s: Optional[float] = None  # its transfer arm's training (source and target stages)
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = {"validation": self.validation, "test": self.test, "model": self.model}
+        _put(d, "train_time_s", self.train_time_s)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Candidate":
+        return cls(d.get("validation"), dict(d.get("test") or {}), d.get("model", ""), d.get("train_time_s"))
+
+
+@dataclass
+class AutoSelection:
+    """Which candidate an automatic choice shipped as ``model/`` and why: ``results.json``'s ``auto``
+    (``strategy: auto``) and ``comparison.json``'s ``selected`` (``compare --select``).
+
+    ``candidates`` holds every candidate strategy in the order given, then ``baseline``.
+    """
+
+    chosen: str  # a candidate strategy's name, or "baseline"
+    reason: str
+    metric: str  # the validation metric the choice was made on (target_training.metric_for_best_model)
+    candidates: Dict[str, Candidate] = field(default_factory=dict)
+
+    def folder(self, name: str) -> str:
+        """Where candidate ``name``'s model is, relative to the run (or comparison) directory."""
+        return SHIPPED_FOLDER if name == self.chosen else self.candidates[name].model
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"chosen": self.chosen, "reason": self.reason, "metric": self.metric,
+                "candidates": {name: c.to_dict() for name, c in self.candidates.items()}}
+
+    @classmethod
+    def from_dict(cls, d: Optional[Mapping[str, Any]]) -> Optional["AutoSelection"]:
+        if not d:
+            return None
+        return cls(d["chosen"], d.get("reason", ""), d.get("metric", "accuracy"),
+                   {name: Candidate.from_dict(c) for name, c in (d.get("candidates") or {}).items()})
+
+
 @dataclass
 class TargetResults:
     """The target task and both of its models' stages."""
@@ -307,7 +359,7 @@ class TargetResults:
 
 
 _RUN_KEYS = ("model", "seed", "strategy", "source", "target", "baseline_reused", "gain", "gain_ci",
-             "negative_transfer", "noise_test", "verdict", "selected", "timings", "train_samples_per_s", "world_size",
+             "negative_transfer", "noise_test", "verdict", "selected", "auto", "timings", "train_samples_per_s", "world_size",
              "plots")
 
 
@@ -328,6 +380,9 @@ class RunResults:
     world_size: int = 1
     plots: Optional[Dict[str, str]] = None  # plot name -> file, once the outputs are written
     selected: Optional[Selection] = None  # the arm shipped as model/ (None: a run from before the choice)
+    # strategy: auto: every candidate's scores and which one model/ is; the results above are then the best
+    # transfer candidate's (by validation) against the baseline
+    auto: Optional[AutoSelection] = None
 
     def stages(self) -> Dict[str, StageSummary]:
         """The stages that ran, by name: ``source``, ``transfer``, ``baseline``."""
@@ -343,6 +398,7 @@ class RunResults:
             d["baseline_reused"] = True
         d.update(self.verdict.to_dict())
         _put(d, "selected", self.selected.to_dict() if self.selected else None)
+        _put(d, "auto", self.auto.to_dict() if self.auto else None)
         d.update(timings=self.timings, train_samples_per_s=self.train_samples_per_s, world_size=self.world_size)
         _put(d, "plots", self.plots)
         return d
@@ -355,7 +411,20 @@ class RunResults:
                    extra=_unknown(d, _RUN_KEYS), baseline_reused=bool(d.get("baseline_reused")),
                    timings=dict(d.get("timings") or {}), train_samples_per_s=dict(d.get("train_samples_per_s") or {}),
                    world_size=d.get("world_size", 1), plots=d.get("plots"),
-                   selected=Selection.from_dict(d.get("selected")))
+                   selected=Selection.from_dict(d.get("selected")), auto=AutoSelection.from_dict(d.get("auto")))
+
+    @property
+    def strategy_name(self) -> str:
+        """The transfer arm's strategy (``results.json`` holds its config; older runs hold a name)."""
+        return self.strategy if isinstance(self.strategy, str) else self.strategy.get("name", "finetune")
+
+    def model_folder(self, arm: str) -> str:
+        """Where ``arm``'s model (``transfer`` or ``baseline``) is, relative to the run directory:
+        ``model/`` when it was shipped, else ``models/<arm>/``, or with ``strategy: auto``
+        ``models/<strategy>/`` (``models/baseline/``)."""
+        if self.auto is not None:
+            return self.auto.folder(BASELINE_CANDIDATE if arm == "baseline" else self.strategy_name)
+        return self.selected.folder(arm) if self.selected else SHIPPED_FOLDER
 
     @property
     def shipped_arm(self) -> str:
