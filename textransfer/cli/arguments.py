@@ -15,7 +15,7 @@ from ..config.reference import options_text
 from ..errors import TextransferError
 from ..formats import PREDICT_FORMATS
 from ..inference.defaults import DEFAULT_BATCH_SIZE as DEFAULT_PREDICT_BATCH
-from ..inference.defaults import DEFAULT_CHUNK_ROWS, DEFAULT_ENCODING, KEEP_ALL
+from ..inference.defaults import BACKENDS, DEFAULT_BACKEND, DEFAULT_CHUNK_ROWS, DEFAULT_ENCODING, KEEP_ALL, QUANTIZE_MODES
 
 DESCRIPTION = "textransfer: cross-domain text-classification transfer on the Hugging Face stack."
 
@@ -50,6 +50,17 @@ def add_push_arguments(parser: argparse.ArgumentParser) -> None:
                              "RUN_DIR/models/ARM)")
 
 
+def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--backend`` and ``--quantize``, shared by ``predict`` and ``evaluate``."""
+    parser.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
+                        help="what runs the model: torch, or onnxruntime on an ONNX export stored in the model "
+                             "folder (MODEL/onnx/model.onnx, made on first use; needs "
+                             "`pip install \"textransfer[onnx]\"`) (default: torch)")
+    parser.add_argument("--quantize", choices=QUANTIZE_MODES,
+                        help="with --backend onnxruntime: run an int8 dynamic quantisation of the export "
+                             "(onnx/model_quantized.onnx; faster, slightly different scores)")
+
+
 def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="run directory, saved model folder or Hub id")
     parser.add_argument("--input", required=True, help="csv, tsv, jsonl or parquet file")
@@ -70,6 +81,7 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"copy input columns into the output, after `row`: `{KEEP_ALL}`, or a comma-separated "
                              f"list (one named like an output column is written as input_<name>)")
     parser.add_argument("--revision", help="Hub revision of MODEL")
+    add_backend_arguments(parser)
 
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -82,6 +94,7 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --output-dir")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_PREDICT_BATCH)
     parser.add_argument("--max-length", type=int, help="tokens kept per text (default: as trained)")
+    add_backend_arguments(parser)
 
 
 def rank_flag(name: str) -> str:

@@ -9,3 +9,9 @@ DEFAULT_CHUNK_ROWS = 4096
 DEFAULT_ENCODING = "utf-8"
 # `--keep-columns all`: every input column is copied into the output
 KEEP_ALL = "all"
+# Where the forward pass runs (`--backend`): PyTorch, or ONNX Runtime on an export stored in the
+# model folder (the `onnx` extra installs it).
+BACKENDS = ("torch", "onnxruntime")
+DEFAULT_BACKEND = "torch"
+# `--quantize`: dynamic int8 quantisation of the ONNX export (never the default)
+QUANTIZE_MODES = ("int8",)

@@ -3,6 +3,7 @@
 ```
 textransfer evaluate runs/demo --data recipes/news_to_sentiment.yaml        # the config's target test split
 textransfer evaluate runs/demo --data reviews.csv --text-column text --label-column label
+textransfer evaluate runs/demo --data recipes/news_to_sentiment.yaml --backend onnxruntime   # ONNX Runtime
 ```
 
 MODEL is a run directory, a saved model folder or a Hub id. The metrics are the package's
@@ -24,6 +25,7 @@ from ..files import RESULTS_FILE, atomic_write_text, check_output_dir, resolve_m
 from ..metrics.confusion import confusion_matrix, per_class
 from ..metrics.scores import compute_metrics
 from ..publish.report import plot_confusion_matrix
+from .defaults import DEFAULT_BACKEND
 from .predict import DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_ROWS, Predictor, read_chunks
 
 CONFIG_SUFFIXES = (".yaml", ".yml")  # --data naming a recipe rather than a data file
@@ -98,7 +100,8 @@ def _from_config(predictor: Predictor, cfg: RunConfig, path: str):
 def evaluate_model(model: str, data: str, text_column: str = "text", label_column: str = "label",
                    output_dir: Optional[str] = None, overwrite: bool = False, metrics: Optional[List[str]] = None,
                    batch_size: int = DEFAULT_BATCH_SIZE, max_length: Optional[int] = None,
-                   chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Dict[str, Any]:
+                   chunk_rows: int = DEFAULT_CHUNK_ROWS, backend: str = DEFAULT_BACKEND,
+                   quantize: Optional[str] = None) -> Dict[str, Any]:
     """Metrics, per-class report and confusion matrix of ``model`` on ``data``.
 
     Args:
@@ -109,6 +112,9 @@ def evaluate_model(model: str, data: str, text_column: str = "text", label_colum
             ``confusion_matrix.png`` go; refused if not empty unless ``overwrite``.
         metrics (`list[str]`, *optional*): defaults to the config's metrics, else accuracy, f1,
             precision, recall.
+        backend (`str`, *optional*, defaults to `"torch"`): ``"onnxruntime"`` runs the model's ONNX
+            export (``<model>/onnx/model.onnx``, exported on first use); ``quantize="int8"`` its
+            int8 version.
 
     Returns:
         ``{"metrics": ..., "per_class": ..., "confusion_matrix": ..., "rows": n, ...}``
@@ -117,7 +123,8 @@ def evaluate_model(model: str, data: str, text_column: str = "text", label_colum
     cfg = RunConfig.from_yaml(data) if Path(data).suffix.lower() in CONFIG_SUFFIXES else None
     if cfg is not None and max_length is None and not resolve_model(model).run_config:
         max_length = cfg.model.max_length  # a model folder or Hub id: the recipe's length
-    predictor = Predictor.from_pretrained(model, max_length=max_length, batch_size=batch_size)
+    predictor = Predictor.from_pretrained(model, max_length=max_length, batch_size=batch_size, backend=backend,
+                                          quantize=quantize)
     if cfg is not None:
         predictions, references = _from_config(predictor, cfg, data)
         metrics = metrics or list(cfg.metrics)
@@ -126,6 +133,7 @@ def evaluate_model(model: str, data: str, text_column: str = "text", label_colum
     names = metrics or list(DEFAULT_METRICS)
     report = per_class_report(predictions, references, predictor.label_names)
     result = {"model": model, "data": data, "rows": len(references), "max_length": predictor.max_length,
+              "backend": predictor.backend.name, "quantize": quantize,
               "metrics": compute_metrics(predictions, references, names), "per_class": report["classes"],
               "confusion_matrix": report["confusion_matrix"], "label_names": predictor.label_names}
     if out is not None:
@@ -146,7 +154,7 @@ def command(args: argparse.Namespace) -> int:
         output_dir = str(run / "evaluation") if (run / RESULTS_FILE).is_file() else "evaluation"
     result = evaluate_model(args.model, args.data, text_column=args.text_column, label_column=args.label_column,
                             output_dir=output_dir, overwrite=args.overwrite, batch_size=args.batch_size,
-                            max_length=args.max_length)
+                            max_length=args.max_length, backend=args.backend, quantize=args.quantize)
     print(f"{result['rows']} rows")
     for k, v in result["metrics"].items():
         print(f"{k:<10} {v:.4f}")

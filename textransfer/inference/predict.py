@@ -13,7 +13,9 @@ background thread while the model works on the previous chunk; rows are sorted b
 the chunk so each batch pads to nearly its own length (with IMDB reviews cut at 256 tokens,
 batches in file order pad almost every row to 256); and the results are put back in file order.
 The model sees exactly the tokens the pipeline gives it (same tokenizer, truncation and
-attention mask), so the labels are the same; only the wasted padding is gone.
+attention mask), so the labels are the same; only the wasted padding is gone. The forward pass
+itself is a backend's (``--backend torch|onnxruntime``, see ``backends.py``): everything above is
+shared, so the ONNX Runtime backend reads the same tokens in the same batches.
 
 The input is checked before anything is written (and, from the command line, before the model
 loads): it exists and can be read, has the text column (and any ``--keep-columns``), decodes in
@@ -48,7 +50,8 @@ from ..data.tokenization import model_max_length
 from ..errors import ConfigError, DataError, OutputDirError
 from ..files import follow_umask, resolve_model
 from ..formats import FORMATS, PREDICT_FORMATS
-from .defaults import DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_ROWS, DEFAULT_ENCODING, KEEP_ALL
+from .backends import TorchBackend, check_backend, make_backend
+from .defaults import DEFAULT_BACKEND, DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_ROWS, DEFAULT_ENCODING, KEEP_ALL
 
 # extension -> the reader predict uses (.json and .ndjson files are read as JSON lines)
 _EXT = {ext: f.chunk_reader for f in FORMATS.values() if f.chunk_reader for ext in f.extensions}
@@ -69,12 +72,15 @@ class Predictor:
         tokenizer: its fast tokenizer.
         max_length (`int`): tokens kept per text (truncation), as in training.
         batch_size (`int`, *optional*, defaults to 64): rows per forward pass.
+        backend (*optional*): what runs the forward pass, a `TorchBackend` (the default: ``model``
+            itself) or an `OnnxBackend` (``from_pretrained(..., backend="onnxruntime")``).
 
     Example:
 
     ```python
     p = Predictor.from_pretrained("runs/demo")
     labels, scores = p.predict(["A wonderful little gadget.", "Broke after a day."])
+    fast = Predictor.from_pretrained("runs/demo", backend="onnxruntime")   # runs/demo/model/onnx/model.onnx
     ```
     """
 
@@ -82,15 +88,25 @@ class Predictor:
     tokenizer: object
     max_length: int
     batch_size: int = DEFAULT_BATCH_SIZE
+    backend: Any = None
+
+    def __post_init__(self):
+        if self.backend is None:
+            self.backend = TorchBackend(self.model)
 
     @classmethod
     def from_pretrained(cls, model: str, max_length: Optional[int] = None, batch_size: int = DEFAULT_BATCH_SIZE,
-                        revision: Optional[str] = None) -> "Predictor":
+                        revision: Optional[str] = None, backend: str = DEFAULT_BACKEND,
+                        quantize: Optional[str] = None, threads: Optional[int] = None) -> "Predictor":
         """Load a run directory, a saved model folder or a Hub id.
 
         ``max_length`` defaults to the run's ``model.max_length`` for a run directory, else to
         the longest input the model accepts (its tokenizer's and position embeddings' limit).
+        ``backend="onnxruntime"`` (a local model only) runs the export in ``<model>/onnx/``,
+        exported on first use; ``quantize="int8"`` its int8 version; ``threads`` sets ONNX
+        Runtime's thread count (default: torch's).
         """
+        check_backend(backend, quantize)  # before the model loads: a missing extra answers at once
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         from ..modeling.loading import quiet_transformers
@@ -110,7 +126,7 @@ class Predictor:
         if max_length is None:
             max_length = model_max_length(tok, mdl.config)
         mdl.eval()
-        return cls(mdl, tok, int(max_length), batch_size)
+        return cls(mdl, tok, int(max_length), batch_size, make_backend(mdl, tok, where.path, backend, quantize, threads))
 
     @property
     def label_names(self) -> List[str]:
@@ -121,7 +137,7 @@ class Predictor:
         """One batched call of the fast tokenizer: unpadded ids for every text."""
         return self.tokenizer(list(texts), truncation=True, max_length=self.max_length, padding=False)
 
-    def _pad(self, encoded: Dict[str, list], rows: Sequence[int]) -> Dict[str, torch.Tensor]:
+    def _pad(self, encoded: Dict[str, list], rows: Sequence[int]) -> Dict[str, np.ndarray]:
         # Padding by hand with numpy: tokenizer.pad converts row by row in Python, which costs
         # more than the model on short texts. Pad values as the tokenizer would use them.
         width = max(len(encoded["input_ids"][i]) for i in rows)
@@ -138,7 +154,7 @@ class Predictor:
                     arr[j, width - len(v):] = v
                 else:
                     arr[j, : len(v)] = v
-            out[key] = torch.from_numpy(arr)
+            out[key] = arr
         return out
 
     def predict_encoded(self, encoded: Dict[str, list]) -> np.ndarray:
@@ -149,11 +165,11 @@ class Predictor:
             return probs
         lengths = np.fromiter((len(x) for x in encoded["input_ids"]), dtype=np.int64, count=n)
         order = np.argsort(-lengths, kind="stable")  # longest first: the first batch shows peak memory
-        with torch.inference_mode():
-            for start in range(0, n, self.batch_size):
-                rows = order[start : start + self.batch_size]
-                logits = self.model(**self._pad(encoded, rows)).logits.float()
-                probs[rows] = torch.softmax(logits, dim=-1).numpy()
+        for start in range(0, n, self.batch_size):
+            rows = order[start : start + self.batch_size]
+            logits = torch.from_numpy(self.backend.logits(self._pad(encoded, rows)))
+            # softmax in torch for both backends: the same post-processing, bit for bit
+            probs[rows] = torch.softmax(logits, dim=-1).numpy()
         return probs
 
     def count_truncated(self, texts: Sequence[str], encoded) -> int:
@@ -664,11 +680,12 @@ def _label_chunks(predictor: Predictor, tables: Iterator[pa.Table], prepare: Cal
 def command(args) -> int:
     """``textransfer predict`` (its arguments are defined in ``cli``)."""
     check_output_file(args.output, args.overwrite)  # before loading the model
+    check_backend(args.backend, args.quantize)
     keep = parse_keep_columns(args.keep_columns)
     # the input is checked before the model loads: a missing file or column answers at once
     next(open_input(args.input, args.text_column, keep, args.chunk_size, args.input_format, args.encoding))
     predictor = Predictor.from_pretrained(args.model, max_length=args.max_length, batch_size=args.batch_size,
-                                          revision=args.revision)
+                                          revision=args.revision, backend=args.backend, quantize=args.quantize)
     summary = predict_file(predictor, args.input, text_column=args.text_column, output=args.output,
                            all_scores=args.all_scores, overwrite=args.overwrite, chunk_rows=args.chunk_size,
                            input_format=args.input_format, keep_columns=keep, encoding=args.encoding)

@@ -1,0 +1,200 @@
+"""The ONNX Runtime backend of predict and evaluate: the same labels and scores as PyTorch, the
+export stored in the model folder and reused, evaluate's metrics, push, int8, the missing extra.
+
+Every model here is a tiny one (a 2-3 layer encoder of hidden 32); the trained run is the shared
+one of ``published_run.py``, copied per test so that its ``onnx/`` folder stays this test's own.
+"""
+
+import json
+import os
+import shutil
+import sys
+
+import numpy as np
+import onnx
+import pandas as pd
+import pytest
+import torch
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+import textransfer.inference.backends as backends
+from conftest import ARCHITECTURES, REPO
+from published_run import trained_run
+from test_hub import cli, hub, hub_env  # noqa: F401 (hub: the loopback Hub fixture)
+from textransfer.cli import main
+from textransfer.errors import ConfigError
+from textransfer.inference.evaluation import evaluate_model
+from textransfer.inference.predict import Predictor
+
+REVIEWS = REPO / "textransfer" / "sample_data" / "reviews.csv"
+RECIPE = REPO / "recipes" / "news_to_sentiment.yaml"
+SCORE_TOLERANCE = 1e-4  # the issue's bound on |score_onnx - score_torch|
+# bert reads token_type_ids, distilbert does not: both graph signatures are exercised
+ONNX_ARCHITECTURES = ["bert", "distilbert"]
+
+
+@pytest.fixture
+def run_copy(tmp_path_factory, tiny_bert_dir, tmp_path):
+    """The shared trained run, copied (mtimes kept) so its onnx/ is this test's alone."""
+    return shutil.copytree(trained_run(tmp_path_factory, tiny_bert_dir), tmp_path / "run")
+
+
+@pytest.fixture
+def texts():
+    return pd.read_csv(REVIEWS)["text"].tolist()
+
+
+@pytest.fixture
+def exports(monkeypatch):
+    """Counts the exports (the real exporter still runs)."""
+    calls = []
+    real = backends.export_onnx
+
+    def counted(model, tokenizer, path):
+        calls.append(path)
+        real(model, tokenizer, path)
+
+    monkeypatch.setattr(backends, "export_onnx", counted)
+    return calls
+
+
+def tiny_folder(model_type, minilm_path, path):
+    """A random 3-label ``model_type`` classifier of the test set, with MiniLM's tokenizer, saved."""
+    # as distilbert's own tokenizer: no token_type_ids
+    names = {"model_input_names": ["input_ids", "attention_mask"]} if model_type == "distilbert" else {}
+    tok = AutoTokenizer.from_pretrained(minilm_path, **names)
+    cfg = AutoConfig.for_model(model_type, **dict(ARCHITECTURES[model_type], vocab_size=tok.vocab_size))
+    cfg.num_labels = 3
+    cfg.id2label = {0: "a", 1: "b", 2: "c"}
+    cfg.label2id = {"a": 0, "b": 1, "c": 2}
+    torch.manual_seed(0)
+    AutoModelForSequenceClassification.from_config(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def assert_same_predictions(torch_predictor, onnx_predictor, texts):
+    labels_t, probs_t = torch_predictor.predict(texts)
+    labels_o, probs_o = onnx_predictor.predict(texts)
+    assert labels_o == labels_t  # every row
+    assert np.abs(probs_o - probs_t).max() < SCORE_TOLERANCE
+    return labels_t
+
+
+@pytest.mark.parametrize("model_type", ONNX_ARCHITECTURES)
+def test_onnx_matches_torch_and_the_export_is_reused(model_type, minilm_path, tmp_path, texts, exports):
+    folder = tiny_folder(model_type, minilm_path, tmp_path / model_type)
+    torch_p = Predictor.from_pretrained(str(folder), max_length=48, batch_size=16)
+    onnx_p = Predictor.from_pretrained(str(folder), max_length=48, batch_size=16, backend="onnxruntime")
+    assert isinstance(onnx_p.backend, backends.OnnxBackend) and torch_p.backend.name == "torch"
+    assert_same_predictions(torch_p, onnx_p, texts)
+
+    exported = folder / "onnx" / "model.onnx"
+    assert exports == [exported] and onnx_p.backend.path == exported
+    graph = onnx.load(str(exported)).graph
+    inputs = [i.name for i in graph.input]
+    assert inputs == list(torch_p.tokenize(["x"]).keys()) and [o.name for o in graph.output] == ["logits"]
+    for i in graph.input:  # optimum's axis names, both dynamic
+        assert [d.dim_param for d in i.type.tensor_type.shape.dim] == ["batch_size", "sequence_length"]
+
+    made = exported.stat().st_mtime_ns
+    again = Predictor.from_pretrained(str(folder), backend="onnxruntime", max_length=48)
+    assert len(exports) == 1 and exported.stat().st_mtime_ns == made  # reused, not exported again
+    assert again.predict(texts[:8])[0] == torch_p.predict(texts[:8])[0]
+
+    # newer weights (a re-saved model) make the export stale: it is made again
+    weights = folder / "model.safetensors"
+    os.utime(weights, ns=(made + 10**9, made + 10**9))
+    Predictor.from_pretrained(str(folder), backend="onnxruntime", max_length=48)
+    assert len(exports) == 2 and exported.stat().st_mtime_ns > made
+
+
+def test_threads_follow_torch_or_the_option(run_copy):
+    threads = torch.get_num_threads()
+    p = Predictor.from_pretrained(str(run_copy), backend="onnxruntime")
+    assert p.backend.session.get_session_options().intra_op_num_threads == threads
+    one = Predictor.from_pretrained(str(run_copy), backend="onnxruntime", threads=1)
+    options = one.backend.session.get_session_options()
+    assert options.intra_op_num_threads == 1
+    assert options.graph_optimization_level == backends.import_onnxruntime().GraphOptimizationLevel.ORT_ENABLE_ALL
+
+
+def test_predict_command_same_output_both_backends(run_copy, tmp_path):
+    frame = pd.read_csv(REVIEWS)
+    frame.loc[4, "text"] = ""  # an empty row stays an empty row
+    src = tmp_path / "in.parquet"
+    frame.to_parquet(src)
+    out = {}
+    for backend in ("torch", "onnxruntime"):
+        out[backend] = tmp_path / f"{backend}.csv"
+        # chunks of 37 rows: the 400-row file streams through 11 chunks on either backend
+        assert main(["predict", str(run_copy), "--input", str(src), "--output", str(out[backend]), "--all-scores",
+                     "--chunk-size", "37", "--batch-size", "8", "--backend", backend]) == 0
+    t, o = (pd.read_csv(out[b], keep_default_na=False, na_values=[""]) for b in ("torch", "onnxruntime"))
+    assert (run_copy / "model" / "onnx" / "model.onnx").is_file()
+    assert o["row"].tolist() == t["row"].tolist() == list(range(1, 401))
+    assert o["label"].fillna("").tolist() == t["label"].fillna("").tolist()
+    assert o["error"].fillna("").tolist() == t["error"].fillna("").tolist() and t["error"].notna().sum() == 1
+    assert len(set(t["label"].dropna())) == 2  # the trained model tells the reviews apart
+    for column in ("score", "score_negative", "score_positive"):
+        assert np.nanmax(np.abs(o[column] - t[column])) < SCORE_TOLERANCE
+
+
+def test_the_other_arm_folder_works(run_copy, texts):
+    arm = run_copy / "models" / "baseline"
+    assert (arm / "config.json").is_file()
+    torch_p = Predictor.from_pretrained(str(arm), max_length=32)
+    onnx_p = Predictor.from_pretrained(str(arm), max_length=32, backend="onnxruntime")
+    assert_same_predictions(torch_p, onnx_p, texts)
+    assert (arm / "onnx" / "model.onnx").is_file() and not (run_copy / "model" / "onnx").exists()
+
+
+def test_evaluate_gives_the_torch_metrics(run_copy, tmp_path, capsys):
+    ref = evaluate_model(str(run_copy), str(RECIPE), output_dir=str(tmp_path / "torch"))
+    assert main(["evaluate", str(run_copy), "--data", str(RECIPE), "--output-dir", str(tmp_path / "onnx"),
+                 "--backend", "onnxruntime"]) == 0
+    got = json.loads((tmp_path / "onnx" / "evaluation.json").read_text())
+    assert got["backend"] == "onnxruntime" and ref["backend"] == "torch"
+    assert got["metrics"] == ref["metrics"] and got["confusion_matrix"] == ref["confusion_matrix"]
+    assert got["per_class"] == ref["per_class"] and got["rows"] == ref["rows"] > 0
+
+
+def test_push_uploads_the_onnx_export(run_copy, hub, tmp_path):  # noqa: F811 (the imported fixture)
+    Predictor.from_pretrained(str(run_copy), backend="onnxruntime")  # exports model/onnx/model.onnx
+    pushed = cli(hub_env(hub, tmp_path / "hf_home"), "push", str(run_copy), "--repo-id", "me/with-onnx")
+    assert pushed.returncode == 0, pushed.stderr
+    files = hub.files("me/with-onnx")
+    assert files["onnx/model.onnx"] == (run_copy / "model" / "onnx" / "model.onnx").read_bytes()
+    assert {"config.json", "model.safetensors", "tokenizer.json", "README.md"} <= set(files)
+
+
+def test_int8_quantisation_is_stored_beside_and_never_the_default(run_copy, texts):
+    torch_p = Predictor.from_pretrained(str(run_copy))
+    fp32 = Predictor.from_pretrained(str(run_copy), backend="onnxruntime")
+    int8 = Predictor.from_pretrained(str(run_copy), backend="onnxruntime", quantize="int8")
+    folder = run_copy / "model" / "onnx"
+    assert fp32.backend.path == folder / "model.onnx" and int8.backend.path == folder / "model_quantized.onnx"
+    ops = {n.op_type for n in onnx.load(str(int8.backend.path)).graph.node}
+    assert {"MatMulInteger", "DynamicQuantizeLinear"} <= ops
+    labels_t, probs_t = torch_p.predict(texts)
+    labels_q, probs_q = int8.predict(texts)
+    diff = np.abs(probs_q - probs_t).max()
+    assert 0 < diff < 0.1  # quantised: close to, but not the float model
+    assert np.mean(np.array(labels_q) == np.array(labels_t)) >= 0.9
+
+
+def test_bad_backend_options_and_the_missing_extra(run_copy, tmp_path, capsys, monkeypatch):
+    src = tmp_path / "in.csv"
+    src.write_text("text\nfine\n")
+    assert main(["predict", str(run_copy), "--input", str(src), "--quantize", "int8"]) == 2
+    assert "--quantize int8 needs --backend onnxruntime" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="choose one of torch, onnxruntime"):
+        Predictor.from_pretrained(str(run_copy), backend="tensorrt")
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if the onnx extra were not installed
+    for command in (["predict", str(run_copy), "--input", str(src)],
+                    ["evaluate", str(run_copy), "--data", str(RECIPE), "--output-dir", str(tmp_path / "e")]):
+        assert main([*command, "--backend", "onnxruntime"]) == 2
+        err = capsys.readouterr().err
+        assert "onnxruntime not installed" in err and 'pip install "textransfer[onnx]"' in err, err
+    assert not (run_copy / "model" / "onnx").exists() and not (tmp_path / "e").exists()

@@ -1,0 +1,254 @@
+"""Where ``predict`` and ``evaluate`` run the model: PyTorch (the default) or ONNX Runtime.
+
+```
+textransfer predict runs/demo --input reviews.parquet --output predictions.csv --backend onnxruntime
+textransfer evaluate runs/demo --data recipes/news_to_sentiment.yaml --backend onnxruntime [--quantize int8]
+```
+
+A backend does one thing: one padded batch of numpy int64 arrays (``input_ids``,
+``attention_mask``, ``token_type_ids`` where the tokenizer makes them) in, float32 logits out.
+Everything else (tokenization, truncation, length-sorted batching, padding, chunked streaming,
+softmax) stays in `Predictor`, so the two backends read exactly the same tokens.
+
+With ``onnxruntime`` the model is exported once, into the model folder itself
+(``<model>/onnx/model.onnx``, so ``push`` uploads it with the model), and reused by later calls;
+it is exported again only when the weights or ``config.json`` are newer than it. The graph has
+the input and output names (``input_ids``, ``attention_mask``, ``token_type_ids`` -> ``logits``)
+and dynamic axes (``batch_size``, ``sequence_length``) of optimum's exporter, so tools that
+expect an optimum export find the same signature. ``quantize="int8"`` adds
+``onnx/model_quantized.onnx`` (dynamic int8 quantisation of the weights of every MatMul):
+smaller and faster, with slightly different scores; never the default.
+
+Why ``torch.onnx.export`` rather than optimum's exporter: ``optimum-onnx`` (the package that
+holds ``optimum.exporters.onnx`` and ``ORTModelForSequenceClassification`` since optimum 2.0)
+requires ``transformers<4.58`` and ``optimum~=2.1``, so it cannot be installed beside the
+transformers 5 this package runs on. The exporter used is torch's dynamo one (``dynamo=True``,
+with ``torch.export.Dim`` dynamic shapes): the legacy TorchScript tracer gave logits off by up to
+0.016 on transformers 5 encoders (it froze parts of the attention-mask computation to the example
+batch), while the dynamo export matches PyTorch to about 1e-8. Checked by hand in a separate
+environment with optimum-onnx 0.1.0 and transformers 4.57.6:
+``ORTModelForSequenceClassification.from_pretrained(folder, subfolder="onnx")`` loads the export
+and gives PyTorch's logits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+from ..files import follow_umask
+from .defaults import BACKENDS, DEFAULT_BACKEND, QUANTIZE_MODES
+
+ONNX_FOLDER = "onnx"
+ONNX_FILE = "model.onnx"
+QUANTIZED_FILE = "model_quantized.onnx"
+INSTALL_ONNX = 'pip install "textransfer[onnx]"'
+# what the model reads: the tokenizer's outputs that Predictor pads
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+# files whose change makes an export stale (the weights, sharded or not, and the config)
+_WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "config.json")
+# The export's example batch: two texts of different lengths, so that neither axis has size 1
+# (torch.export specialises a dimension of size 0 or 1 to a constant) and padding is exercised.
+_EXAMPLE_TEXTS = ["An example sentence to trace the model with.", "A shorter one."]
+
+
+class TorchBackend:
+    """The forward pass in PyTorch (``inference_mode``), the model as loaded."""
+
+    name = "torch"
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model
+
+    def logits(self, batch: Dict[str, np.ndarray]) -> np.ndarray:
+        with torch.inference_mode():
+            out = self.model(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits
+        return out.float().numpy()
+
+
+class OnnxBackend:
+    """The forward pass in an ONNX Runtime session of an exported model.
+
+    Args:
+        session (`onnxruntime.InferenceSession`): the exported graph's session.
+        path (`Path`): the ``.onnx`` file it was made from (reported by ``predict`` and the benchmark).
+    """
+
+    name = "onnxruntime"
+
+    def __init__(self, session, path: Path):
+        self.session = session
+        self.path = Path(path)
+        self.inputs = [i.name for i in session.get_inputs()]
+
+    def logits(self, batch: Dict[str, np.ndarray]) -> np.ndarray:
+        return self.session.run(["logits"], {name: batch[name] for name in self.inputs})[0]
+
+
+def check_backend(backend: str, quantize: Optional[str]) -> None:
+    """A `ConfigError` for an unknown backend or quantisation, quantisation without ONNX Runtime,
+    or ``onnxruntime`` when the ``onnx`` extra is not installed (checked before a model loads)."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"--backend {backend}: choose one of {', '.join(BACKENDS)}.")
+    if quantize is not None and quantize not in QUANTIZE_MODES:
+        raise ConfigError(f"--quantize {quantize}: choose one of {', '.join(QUANTIZE_MODES)}.")
+    if quantize is not None and backend != "onnxruntime":
+        raise ConfigError(f"--quantize {quantize} needs --backend onnxruntime (the torch backend runs the "
+                          f"weights as saved).")
+    if backend == "onnxruntime":
+        import_onnxruntime()
+
+
+def import_onnxruntime():
+    """``onnxruntime``, or a `ConfigError` naming the command that installs it."""
+    try:
+        import onnxruntime
+    except ImportError:
+        onnxruntime = None
+    # torch's dynamo exporter writes the graph with onnxscript and onnx
+    missing = [name for name in ("onnx", "onnxscript") if not _installed(name)]
+    if onnxruntime is None or missing:
+        what = ", ".join((["onnxruntime"] if onnxruntime is None else []) + missing)
+        raise ConfigError(f"--backend onnxruntime needs ONNX Runtime and the ONNX exporter ({what} not installed). "
+                          f"Install them with `{INSTALL_ONNX}` (./setup.sh does), or use --backend torch.")
+    return onnxruntime
+
+
+def _installed(module: str) -> bool:
+    """Whether ``module`` can be imported, without importing it (onnxscript takes a second)."""
+    from importlib.util import find_spec
+
+    if module in sys.modules:  # imported already, or blocked (None)
+        return sys.modules[module] is not None
+    return find_spec(module) is not None
+
+
+def make_backend(model: torch.nn.Module, tokenizer, folder: str, backend: str = DEFAULT_BACKEND,
+                 quantize: Optional[str] = None, threads: Optional[int] = None):
+    """The backend for a loaded ``model`` saved in ``folder``: `TorchBackend`, or an `OnnxBackend`
+    on ``folder/onnx/`` (exported first when missing or older than the weights).
+
+    Args:
+        threads (`int`, *optional*): ONNX Runtime's intra-op threads; defaults to torch's
+            (``torch.get_num_threads()``), so both backends use the cores the same way.
+    """
+    check_backend(backend, quantize)
+    if backend == "torch":
+        return TorchBackend(model)
+    ort = import_onnxruntime()
+    if not Path(folder).is_dir():
+        raise ConfigError(f"--backend onnxruntime needs a local model (a run directory or a saved model folder), "
+                          f"where the export is stored; '{folder}' is not one. Download the model first, e.g. "
+                          f"`hf download {folder} --local-dir models/{Path(folder).name}`.")
+    path = onnx_file(model, tokenizer, Path(folder), quantize)
+    return OnnxBackend(make_session(ort, path, threads), path)
+
+
+def make_session(ort, path: Path, threads: Optional[int] = None):
+    """An ONNX Runtime CPU session with every graph optimisation on (constant folding, node
+    fusions such as attention, GELU and LayerNorm) and torch's thread count."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.inter_op_num_threads = 1  # the graph is one chain of layers: nothing to run side by side
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def onnx_file(model: torch.nn.Module, tokenizer, folder: Path, quantize: Optional[str] = None) -> Path:
+    """``folder/onnx/model.onnx`` (or ``model_quantized.onnx``), exported or quantised first when
+    missing or stale."""
+    exported = folder / ONNX_FOLDER / ONNX_FILE
+    if is_stale(exported, weight_files(folder)):
+        export_onnx(model, tokenizer, exported)
+    if quantize is None:
+        return exported
+    quantized = folder / ONNX_FOLDER / QUANTIZED_FILE
+    if is_stale(quantized, [exported]):
+        quantize_int8(exported, quantized)
+    return quantized
+
+
+def weight_files(folder: Path) -> list:
+    return [p for pattern in _WEIGHT_PATTERNS for p in folder.glob(pattern)]
+
+
+def is_stale(target: Path, sources: Sequence[Path]) -> bool:
+    """True when ``target`` is missing or older than any of ``sources`` (by modification time)."""
+    if not target.is_file():
+        return True
+    made = target.stat().st_mtime_ns
+    return any(p.stat().st_mtime_ns > made for p in sources)
+
+
+def export_inputs(tokenizer) -> Dict[str, torch.Tensor]:
+    """The example batch the export traces: the tokenizer's own outputs, padded."""
+    batch = tokenizer(_EXAMPLE_TEXTS, padding=True, return_tensors="pt")
+    return {k: v.to(torch.int64) for k, v in batch.items() if k in MODEL_INPUTS}
+
+
+def export_onnx(model: torch.nn.Module, tokenizer, path: Path) -> None:
+    """Export ``model`` to ``path`` with dynamic batch and sequence axes, through a temp file
+    renamed into place (a reader never sees half an export)."""
+    print(f"note: exporting the model to ONNX once ({path}); later calls reuse it.", file=sys.stderr)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    follow_umask(path.parent, directory=True)
+    inputs = export_inputs(tokenizer)
+    batch, length = torch.export.Dim("batch_size"), torch.export.Dim("sequence_length")
+    was_training = model.training
+    model.eval()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        # the exporter reports its steps on stdout, where predict may be writing its csv, and logs
+        # a warning per torchvision operator it cannot register (nothing to do with text models)
+        with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr), _quiet_logger("torch.onnx"):
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(model, (), kwargs=inputs, input_names=list(inputs), output_names=["logits"],
+                                        dynamic_shapes={k: {0: batch, 1: length} for k in inputs}, dynamo=True,
+                                        verbose=False)
+            # one file: the weights inline (protobuf's 2 GB limit is far above our encoders)
+            program.save(tmp, external_data=False)
+        follow_umask(tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+        model.train(was_training)
+
+
+def quantize_int8(source: Path, path: Path) -> None:
+    """Dynamic int8 quantisation of ``source``'s weights (activations are quantised per batch at
+    run time), written to ``path`` through a temp file."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    print(f"note: quantising the ONNX model to int8 once ({path}); later calls reuse it.", file=sys.stderr)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".onnx")
+    os.close(fd)
+    try:
+        with _quiet_logger(None):  # quantize_dynamic logs a pre-processing hint on the root logger
+            quantize_dynamic(str(source), tmp, weight_type=QuantType.QInt8)
+        follow_umask(tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _quiet_logger(name: Optional[str]):
+    """Only errors from logger ``name`` (None: the root logger) while the block runs."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
