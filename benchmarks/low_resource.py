@@ -291,7 +291,7 @@ def main(argv=None) -> int:
     out, partial = Path(args.out), Path(f"{args.out}.partial")
     work = Path(f"{args.out}.work")
     work.mkdir(exist_ok=True)
-    done = load_partial(args.resume, settings, partial)
+    done = load_partial(args.resume, settings, partial, finished=out)
     units = list(dict.fromkeys(unit_key(m, src, k, s) for s in seeds for src in sources for k in ks for m in methods))
     print(f"{sum(u not in done for u in units)} of {len(units)} runs to do", flush=True)
     t_all = time.perf_counter()
@@ -316,7 +316,7 @@ def main(argv=None) -> int:
           f"{sum(r['seconds'] for r in done.values()) / 60:.1f} min summed over the {len(done)} runs; seeds {seeds}")
     tmp = Path(f"{args.out}.tmp")
     tmp.write_text(json.dumps({"ks": ks, "seeds": seeds, "sources": sources, "results": summary,
-                               "wall_s": round(total, 1), "settings": settings}, indent=2))
+                               "wall_s": round(total, 1), "settings": settings, "runs": done}, indent=2))
     os.replace(tmp, out)
     plot(summary, methods, ks, out.with_suffix(".png"))
     partial.unlink(missing_ok=True)

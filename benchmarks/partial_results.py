@@ -10,15 +10,20 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Optional
 
 
-def load_partial(resume: bool, settings: dict, partial: Path) -> dict:
+def load_partial(resume: bool, settings: dict, partial: Path, finished: Optional[Path] = None) -> dict:
     """The runs of a stopped benchmark (``--resume``), or none for a fresh start; exits with the fix
-    when the partial file was written with other settings, or exists and ``--resume`` was not given."""
-    if resume and partial.is_file():
-        previous = json.loads(partial.read_text())
+    when the partial file was written with other settings, or exists and ``--resume`` was not given.
+
+    ``finished``: the benchmark's final JSON, read when there is no partial file: its ``runs`` let a
+    later invocation add arms, sources or seeds to a finished table without training it again."""
+    source = partial if partial.is_file() else finished
+    if resume and source is not None and source.is_file() and "runs" in json.loads(source.read_text()):
+        previous = json.loads(source.read_text())
         if previous.get("settings") != settings:
-            sys.exit(f"--resume: {partial} was written with other settings:\n  {previous.get('settings')}\nnow:\n"
+            sys.exit(f"--resume: {source} was written with other settings:\n  {previous.get('settings')}\nnow:\n"
                      f"  {settings}\nrun without --resume, or with the same options.")
         return previous["runs"]
     if partial.exists():
