@@ -276,7 +276,7 @@ def main(argv=None) -> int:
     total = time.perf_counter() - t_all
     cpu = sum(cost.values())
     print(f"\nCost: {total / 60:.1f} min wall-clock this invocation, {args.jobs} job(s) on {os.cpu_count()} cores; "
-          f"{cpu / 60:.1f} min summed over the {len(units)} runs")
+          f"{cpu / 60:.1f} min summed over the {len(cost)} runs in the table")
     out = {"pairs": table, "mean": mean, "wins_over_source_only": wins, "goal": goal(mean, wins, len(pairs)),
            "cost": {"wall_s": round(total, 1), "runs_s": cost, "runs_total_s": round(cpu, 1),
                     "cpu_count": os.cpu_count(), "jobs": args.jobs},
