@@ -169,7 +169,7 @@ def print_table(table, pairs, columns, mean, wins) -> None:
     for p in pairs:
         print(f"| {p} | " + " | ".join(f"{100 * table[p][c]:.1f}" for c in columns) + " |")
     print("| **mean** | " + " | ".join(f"**{100 * mean[c]:.1f}**" for c in columns) + " |")
-    print(f"| wins vs source-only | - | " + " | ".join(f"{wins[c]}/{len(pairs)}" for c in columns[1:]) + " |")
+    print("| wins vs source-only | - | " + " | ".join(f"{wins[c]}/{len(pairs)}" for c in columns[1:]) + " |")
 
 
 def goal(mean, wins, n_pairs) -> dict:

@@ -47,6 +47,7 @@ import time
 from pathlib import Path
 
 from partial_results import load_partial
+from source_stage import train_source_model
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -122,11 +123,6 @@ def target_task(args, name: str) -> dict:
 def train_source(args, source: str, seed: int, work: Path) -> Path:
     """The source stage of one seed, saved as a model folder (a candidate, and the transfer arm's start)."""
     from textransfer import RunConfig
-    from textransfer.data.tokenization import tokenize_splits
-    from textransfer.modeling.loading import save_model
-    from textransfer.run.transfer import prepare
-    from textransfer.strategies import RunContext
-    from textransfer.training.accelerator import make_accelerator
 
     folder = work / f"source-{source}-{seed}"
     if (folder / "config.json").is_file():
@@ -137,12 +133,7 @@ def train_source(args, source: str, seed: int, work: Path) -> Path:
         "source": source_task(args, source), "target": source_task(args, source),
         "source_training": {"batch_size": args.batch_size, "learning_rate": args.learning_rate, "eval_batch_size": 64,
                             "num_epochs": args.source_epochs}})
-    tokenizer, tasks = prepare(cfg)
-    tokenized = {n: tokenize_splits(t.splits, tokenizer, args.max_length) for n, t in tasks.items()}
-    run = RunContext(cfg, make_accelerator(), tokenizer, tasks, tokenized)
-    model, summary, _ = run.train_stage("source", run.pretrained("source"), "source", cfg.source_training)
-    print(f"source {source}, seed {seed}: source test accuracy {100 * summary.metrics['accuracy']:.1f}", flush=True)
-    save_model(model, tokenizer, folder, max_length=args.max_length)
+    train_source_model(cfg, folder, f"{source}, seed {seed}")
     return folder
 
 
