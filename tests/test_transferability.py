@@ -240,3 +240,11 @@ def test_bad_shapes_are_refused_with_what_was_given():
         h_score(np.zeros((5, 2)), np.zeros(5))
     with pytest.raises(ValueError, match="same width"):
         centroid_cosine(np.zeros((5, 2)), np.zeros((5, 3)))
+
+
+def test_kendall_tau_counts_rounding_noise_as_ties():
+    # a saturated score (H-score at classes - 1) differs between candidates in its last bits only
+    saturated = [1.0, 1.0 + 4e-16, 1.0 - 2e-16, 1.0 + 2e-16]
+    assert np.isnan(kendall_tau(saturated, [0.1, 0.2, 0.3, 0.4]))
+    # a real difference, however small against the values' scale of 1, still orders them
+    assert kendall_tau([1.0, 1.0 + 1e-6, 1.0 + 2e-6], [1, 2, 3]) == pytest.approx(1.0)

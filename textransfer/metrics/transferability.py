@@ -329,12 +329,19 @@ def kendall_tau(x, y) -> float:
         raise ValueError(f"kendall_tau: two 1-d sequences of the same length >= 2 are needed, got {x.shape} and "
                          f"{y.shape}.")
     i, j = np.triu_indices(len(x), k=1)
-    dx, dy = np.sign(x[i] - x[j]), np.sign(y[i] - y[j])
+    dx, dy = _order(x, i, j), _order(y, i, j)
     concordance = float(np.sum(dx * dy))
     pairs_x, pairs_y = float(np.sum(dx != 0)), float(np.sum(dy != 0))  # pairs not tied in x / in y
     if pairs_x == 0 or pairs_y == 0:
         return float("nan")
     return concordance / np.sqrt(pairs_x * pairs_y)
+
+
+def _order(v: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """The sign of ``v[i] - v[j]``, with values equal to 1e-9 relative counted as ties: a saturated
+    score (H-score at classes - 1 with fewer rows than dimensions) differs between candidates only
+    in its last bits, and rounding noise must not order them."""
+    return np.where(np.isclose(v[i], v[j], rtol=1e-9, atol=0.0), 0.0, np.sign(v[i] - v[j]))
 
 
 # ---------------------------------------------------------------------------- checks
