@@ -45,10 +45,16 @@ from .shipping import SharedBaseline, place_model, validation_score
 CANDIDATES_FOLDER = f"{CHECKPOINTS_FOLDER}/candidates"
 
 
-def candidate_config(cfg: RunConfig, strategy: StrategyConfig) -> RunConfig:
-    """The run of one candidate: ``cfg`` with only ``strategy`` changed (and no push: the choice pushes)."""
+def with_strategy(cfg: RunConfig, strategy: StrategyConfig) -> RunConfig:
+    """A copy of ``cfg`` with only its strategy changed (``compare``'s run of one strategy)."""
     run_cfg = copy.deepcopy(cfg)
     run_cfg.strategy = strategy
+    return run_cfg
+
+
+def candidate_config(cfg: RunConfig, strategy: StrategyConfig) -> RunConfig:
+    """The run of one candidate: ``cfg`` with only ``strategy`` changed (and no push: the choice pushes)."""
+    run_cfg = with_strategy(cfg, strategy)
     run_cfg.push_to_hub = False
     return run_cfg
 

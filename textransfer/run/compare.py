@@ -21,7 +21,6 @@ picked = compare_strategies(cfg, ["finetune", "l2sp"], "runs/pick", select=True)
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -34,7 +33,7 @@ from ..files import atomic_write_text, check_output_dir, write_json
 from ..publish.report import candidate_rows
 from ..strategies import available_strategies, strategy_config
 from ..training.results import AutoSelection, RunResults
-from .auto import select_comparison
+from .auto import select_comparison, with_strategy
 from .transfer import BaselineCache, check_candidates, train_candidates
 
 
@@ -142,13 +141,6 @@ def compare_strategies(cfg: RunConfig, strategies: List[str], output_dir, overwr
         atomic_write_text(out / "comparison.md", comparison_markdown(rows, baselines, selected))
         plot_comparison(rows, baselines, out / "comparison.png")
     return comparison
-
-
-def with_strategy(cfg: RunConfig, strategy: StrategyConfig) -> RunConfig:
-    """``cfg`` with only its strategy changed."""
-    run_cfg = copy.deepcopy(cfg)
-    run_cfg.strategy = strategy
-    return run_cfg
 
 
 def strategy_configs(cfg: RunConfig, strategies: List[str]) -> Dict[str, StrategyConfig]:
