@@ -41,14 +41,13 @@ import argparse
 import json
 import os
 import random
-import shutil
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from partial_results import load_partial
+from partial_results import load_partial, save_partial, write_final
 from source_stage import train_source_model
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -297,7 +296,7 @@ def main(argv=None) -> int:
                         train_source(args, source, seed, work)
                     t0 = time.perf_counter()
                     done[key] = dict(run_arm(args, method, source, k, seed, work), seconds=round(time.perf_counter() - t0, 1))
-                    partial.write_text(json.dumps({"runs": done, "settings": settings}))
+                    save_partial(partial, done, settings)
                     print(f"[{len(done)}/{len(units)}] {key}: {100 * done[key]['accuracy']:.1f} "
                           f"({done[key]['seconds']:.0f} s)", flush=True)
     summary = summarise(done, sources, methods, ks, seeds)
@@ -305,13 +304,9 @@ def main(argv=None) -> int:
     total = time.perf_counter() - t_all
     print(f"\nCost: {total / 60:.1f} min wall-clock this invocation on {os.cpu_count()} cores; "
           f"{sum(r['seconds'] for r in done.values()) / 60:.1f} min summed over the {len(done)} runs; seeds {seeds}")
-    tmp = Path(f"{args.out}.tmp")
-    tmp.write_text(json.dumps({"ks": ks, "seeds": seeds, "sources": sources, "results": summary,
-                               "wall_s": round(total, 1), "settings": settings, "runs": done}, indent=2))
-    os.replace(tmp, out)
+    write_final(out, {"ks": ks, "seeds": seeds, "sources": sources, "results": summary, "wall_s": round(total, 1),
+                      "settings": settings, "runs": done}, partial, work)
     plot(summary, methods, ks, out.with_suffix(".png"))
-    partial.unlink(missing_ok=True)
-    shutil.rmtree(work, ignore_errors=True)
     print(f"written: {out} and {out.with_suffix('.png')}")
     return 0
 

@@ -8,6 +8,8 @@ settings (mixed budgets in one table would mislead).
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Optional
@@ -29,3 +31,23 @@ def load_partial(resume: bool, settings: dict, partial: Path, finished: Optional
     if partial.exists():
         sys.exit(f"{partial} exists (a stopped run): pass --resume to go on from it, or delete it.")
     return {}
+
+
+def save_partial(partial: Path, runs: dict, settings: dict) -> None:
+    """Rewrite ``partial`` with every finished run, through a temp file: a benchmark killed while
+    writing leaves the previous partial file whole."""
+    write_atomically(partial, {"runs": runs, "settings": settings}, indent=None)
+
+
+def write_final(out: Path, record: dict, partial: Path, work: Path) -> None:
+    """Write the finished benchmark's JSON (``record`` keeps its ``runs``, so a later ``--resume``
+    can extend it), then drop the partial file and the work folder (the source models)."""
+    write_atomically(out, record, indent=2)
+    partial.unlink(missing_ok=True)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def write_atomically(path: Path, record: dict, indent: Optional[int]) -> None:
+    tmp = Path(f"{path}.tmp")
+    tmp.write_text(json.dumps(record, indent=indent))
+    os.replace(tmp, path)

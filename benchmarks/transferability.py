@@ -36,17 +36,15 @@ steps, batch 16): 24 source stages and 48 target runs. Every finished unit is ad
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
-import shutil
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from partial_results import load_partial
+from partial_results import load_partial, save_partial, write_final
 from source_stage import train_source_model
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -300,7 +298,7 @@ def main(argv=None) -> int:
     settings = {k: v for k, v in vars(args).items() if k not in ("out", "resume")}
     out, partial, work = Path(args.out), Path(f"{args.out}.partial"), Path(f"{args.out}.work")
     work.mkdir(parents=True, exist_ok=True)
-    done = load_partial(args.resume, settings, partial)
+    done = load_partial(args.resume, settings, partial, finished=out)
     units = list(units_of(targets, sources_of, seeds))
     print(f"{sum(u[0] not in done for u in units)} of {len(units)} units to do", flush=True)
     t_all = time.perf_counter()
@@ -309,20 +307,15 @@ def main(argv=None) -> int:
             continue
         t0 = time.perf_counter()
         done[key] = do_unit(args, kind, target, source, seed, sources_of, work)
-        partial.write_text(json.dumps({"runs": done, "settings": settings}))
+        save_partial(partial, done, settings)
         shown = f"{100 * done[key]:.1f}" if kind != "scores" else f"scored {len(sources_of[target])} sources"
         print(f"[{len(done)}/{len(units)}] {key}: {shown} ({time.perf_counter() - t0:.0f} s)", flush=True)
     summary = summarise(done, targets, sources_of, seeds)
     print_tables(summary)
     total = time.perf_counter() - t_all
     print(f"\nCost: {total / 60:.1f} min wall-clock this invocation on {os.cpu_count()} cores; seeds {seeds}")
-    tmp = Path(f"{args.out}.tmp")
-    tmp.write_text(json.dumps({"summary": summary, "runs": done, "wall_s": round(total, 1), "settings": settings},
-                              indent=2))
-    os.replace(tmp, out)
+    write_final(out, {"summary": summary, "runs": done, "wall_s": round(total, 1), "settings": settings}, partial, work)
     plot(summary, out.with_suffix(".png"))
-    partial.unlink(missing_ok=True)
-    shutil.rmtree(work, ignore_errors=True)
     print(f"written: {out} and {out.with_suffix('.png')}")
     return 0
 
