@@ -47,6 +47,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from tables import interval_text, print_table
 from partial_results import load_partial, save_partial, write_final
 from source_stage import train_source_model
 
@@ -226,20 +227,10 @@ def summarise(done: dict, sources, methods, ks, seeds) -> dict:
 
 def print_tables(summary: dict, methods, ks) -> None:
     for source, by_k in summary.items():
-        print(f"\n{source} -> sst2: SST-2 dev accuracy, mean ± std over seeds; [95% interval of the pooled "
-              f"difference to the baseline]; * ahead beyond noise, ! significantly worse")
-        print(f"| k | {' | '.join(methods)} |\n|---|{'---|' * len(methods)}")
-        for k in ks:
-            cells = []
-            for m in methods:
-                cell = by_k[str(k)][m]
-                text = f"{100 * cell['mean']:.1f} ± {100 * cell['std']:.1f}"
-                vs = cell.get("vs_baseline")
-                if vs:
-                    mark = "*" if vs["ahead_beyond_noise"] else ("!" if not vs["not_significantly_worse"] else "")
-                    text += f" [{100 * vs['low']:+.1f}, {100 * vs['high']:+.1f}]{mark}"
-                cells.append(text)
-            print(f"| {k} | " + " | ".join(cells) + " |")
+        print_table(f"{source} -> sst2: SST-2 dev accuracy, mean ± std over seeds; [95% interval of the pooled "
+                    f"difference to the baseline]; * ahead beyond noise, ! significantly worse", by_k, methods, ks,
+                    lambda cell: f"{100 * cell['mean']:.1f} ± {100 * cell['std']:.1f}"
+                                 f"{interval_text(cell.get('vs_baseline'))}")
 
 
 def plot(summary: dict, methods, ks, path: Path) -> None:

@@ -60,6 +60,14 @@ def random_batch(batch: int = 4, length: int = 12, vocab: int = 1000, num_labels
             "labels": torch.randint(0, num_labels, (batch,), generator=g)}
 
 
+@pytest.fixture(autouse=True)
+def private_stage_cache(tmp_path_factory, monkeypatch):
+    """Each test its own, empty stage cache (``training/stage_cache.py``): the cache is on by
+    default, as users get it, but a stage one test stored is never reused by another, and no
+    test writes into ~/.cache. Subprocesses (the CLI, DDP workers) inherit the variable."""
+    monkeypatch.setenv("TEXTRANSFER_CACHE", str(tmp_path_factory.mktemp("stage-cache")))
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """The shared corpora; CI always has them, so their absence fails (never skips) a test."""

@@ -29,6 +29,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --output-dir from its last complete checkpoint (after a kill or Ctrl-C)")
     parser.add_argument("--seed", type=int, help="seed of init, shuffling and dropout (same as seed=N)")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="train every stage, reusing none from the stage cache (same as stage_cache=false; "
+                             "`textransfer cache info` shows the cache)")
     parser.add_argument("--dry-run", action="store_true",
                         help="check the config, model, tokenizer and data as a run would, print the resolved config "
                              "and rows and class counts per split; train nothing, write nothing")
@@ -147,7 +150,15 @@ def make_parser() -> argparse.ArgumentParser:
     add_evaluate_arguments(sub.add_parser("evaluate", help="metrics, per-class report, confusion matrix"))
     add_rank_arguments(sub.add_parser("rank", help="will transfer help? score candidate models and source tasks "
                                                    "for a recipe's target, without training a run"))
+    add_cache_arguments(sub.add_parser("cache", help="the stage cache: `info` (its folder, size and entries) or "
+                                                     "`clear` (remove every entry)"))
     return parser
+
+
+def add_cache_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=("info", "clear"), help="info: folder, size, entries; clear: empty it")
+    parser.add_argument("--cache-dir", help="the cache's folder (default: $TEXTRANSFER_CACHE, else "
+                                            "~/.cache/textransfer; a run's `stage_cache_dir`)")
 
 
 def split_overrides(argv: List[str]) -> List[str]:

@@ -27,6 +27,8 @@ def run_config(args: argparse.Namespace) -> Tuple[str, List[str], RunConfig, str
     overrides = list(args.overrides)
     if args.seed is not None:  # --seed N is seed=N, after the others so that it wins
         overrides.append(f"seed={args.seed}")
+    if args.no_cache:
+        overrides.append("stage_cache=false")
     if args.config_opt and args.config:  # with --config, the first positional is an override
         overrides.insert(0, args.config)
     config = args.config_opt or args.config
@@ -180,6 +182,24 @@ def rank_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def cache_command(args: argparse.Namespace) -> int:
+    from ..training.stage_cache import StageCache
+
+    cache = StageCache(args.cache_dir)
+    if args.action == "clear":
+        print(f"stage cache {cache.root}: removed, {megabytes(cache.clear())} freed")
+        return 0
+    entries = cache.entries()
+    print(f"stage cache {cache.root}: {len(entries)} stage(s), {megabytes(sum(e.bytes for e in entries))}")
+    for e in entries:
+        print(f"  {e.key[:16]}  {e.stored}  {e.role:<6} {e.task:<20} {e.model}  {megabytes(e.bytes)}")
+    return 0
+
+
+def megabytes(count: int) -> str:
+    return f"{count / 1e6:.1f} MB"
+
+
 def is_override(arg: str) -> bool:
     from pathlib import Path
 
@@ -188,4 +208,4 @@ def is_override(arg: str) -> bool:
 
 
 COMMANDS = {"run": run_command, "compare": compare_command, "push": push_command, "predict": predict_command,
-            "evaluate": evaluate_command, "rank": rank_command}
+            "evaluate": evaluate_command, "rank": rank_command, "cache": cache_command}

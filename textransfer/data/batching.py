@@ -10,7 +10,7 @@ long-to-short curriculum within an epoch. Both pad far less than random batching
 
 from __future__ import annotations
 
-from typing import Dict, Iterator, List, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import torch
 from torch.utils.data import DataLoader, Sampler
@@ -121,13 +121,16 @@ class LengthGroupedBatchSampler(Sampler[List[int]]):
 class Collator:
     """Dynamic padding (``DataCollatorWithPadding``) minus the bookkeeping columns.
 
+    With ``pad_to_multiple_of`` (length buckets), a batch's length is rounded up to a multiple of
+    it: the extra positions are padding (attention mask 0), so they change no example's output.
+
     A ``weights`` column (:data:`EXAMPLE_WEIGHTS_COLUMN`) comes out as ``batch["weights"]``, a
     float32 tensor of one weight per example (scalars need no padding); the trainer that uses it
     takes it out of the batch before the model sees the rest.
     """
 
-    def __init__(self, tokenizer):
-        self.pad = DataCollatorWithPadding(tokenizer, return_tensors="pt")
+    def __init__(self, tokenizer, pad_to_multiple_of: Optional[int] = None):
+        self.pad = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of, return_tensors="pt")
 
     def __call__(self, features: List[Dict]) -> Dict[str, torch.Tensor]:
         dropped = NON_MODEL_COLUMNS + (EXAMPLE_WEIGHTS_COLUMN,)
@@ -139,10 +142,23 @@ class Collator:
 
 
 def train_dataloader(ds, tokenizer, batch_size: int, seed: int, group_by_length: bool = True,
-                     num_replicas: int = 1) -> DataLoader:
+                     num_replicas: int = 1, pad_to_multiple_of: Optional[int] = None) -> DataLoader:
     sampler = LengthGroupedBatchSampler(ds["length"], batch_size, seed=seed, group_by_length=group_by_length,
                                         num_replicas=num_replicas)
-    return DataLoader(ds, batch_sampler=sampler, collate_fn=Collator(tokenizer))
+    return DataLoader(ds, batch_sampler=sampler, collate_fn=Collator(tokenizer, pad_to_multiple_of))
+
+
+def batch_shapes(lengths: Sequence[int], batch_size: int, pad_to_multiple_of: int) -> Set[Tuple[int, int]]:
+    """Every ``(examples, tokens)`` shape a length-bucketed loader of these examples can produce.
+
+    A batch is as long as its longest example rounded up to a multiple of ``pad_to_multiple_of``,
+    and every batch but the last of an epoch is full, so with ``max_length`` 128 and buckets of
+    32 there are at most 4 lengths x 2 sizes = 8 shapes, whatever the order (one process).
+    """
+    n = len(lengths)
+    sizes = {min(batch_size, n)} | ({n % batch_size} if n % batch_size else set())
+    tokens = {-(-int(length) // pad_to_multiple_of) * pad_to_multiple_of for length in lengths}
+    return {(size, t) for size in sizes for t in tokens}
 
 
 def eval_dataloader(ds, tokenizer, batch_size: int) -> DataLoader:

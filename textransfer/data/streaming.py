@@ -375,12 +375,13 @@ class LengthGroupedStream(torch.utils.data.IterableDataset):
 
 
 def stream_dataloader(ds: IterableDataset, tokenizer, batch_size: int, seed: int, group_by_length: bool = True,
-                      rank: int = 0, world_size: int = 1, skip_batches: int = 0) -> DataLoader:
+                      rank: int = 0, world_size: int = 1, skip_batches: int = 0,
+                      pad_to_multiple_of: Optional[int] = None) -> DataLoader:
     """A DataLoader of padded batches from a tokenized stream (``batch_size=None``: the dataset
-    yields whole batches, which the collator pads)."""
+    yields whole batches, which the collator pads, to a multiple of ``pad_to_multiple_of`` if set)."""
     stream = LengthGroupedStream(ds, batch_size, seed=seed, group_by_length=group_by_length, rank=rank,
                                  world_size=world_size, skip_batches=skip_batches)
-    return DataLoader(stream, batch_size=None, collate_fn=Collator(tokenizer))
+    return DataLoader(stream, batch_size=None, collate_fn=Collator(tokenizer, pad_to_multiple_of))
 
 
 def is_stream(ds) -> bool:

@@ -128,7 +128,8 @@ def load_for_classification(cfg: ModelConfig, label_names: List[str]) -> PreTrai
     try:
         with quiet_transformers():
             encoder, info = AutoModel.from_pretrained(
-                path, config=config, revision=cfg.revision, output_loading_info=True, dtype=torch.float32
+                path, config=config, revision=cfg.revision, output_loading_info=True, dtype=torch.float32,
+                attn_implementation=cfg.attn_implementation,  # None: transformers' default (sdpa for BERT)
             )
     except (OSError, ValueError) as err:
         raise _load_error(cfg, err) from None
@@ -163,8 +164,10 @@ def attach_head(encoder: PreTrainedModel, label_names: List[str], seed: Optional
     set_labels(config, label_names)
     if seed is not None:
         torch.manual_seed(seed)
+    # the encoder's attention kernel (`model.attn_implementation`) is not in its config's dict: carried over here
+    attention = getattr(base.config, "_attn_implementation", None)
     with quiet_transformers():
-        model = AutoModelForSequenceClassification.from_config(config)
+        model = AutoModelForSequenceClassification.from_config(config, attn_implementation=attention)
     model.to(dtype=next(base.parameters()).dtype)
     # strict=False: AutoModel may carry a pooler that the classification model does not use
     # (RoBERTa-style heads pool themselves); every weight the new encoder has must be loaded.

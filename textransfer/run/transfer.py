@@ -46,6 +46,7 @@ from ..publish.hub import check_push, push_run
 from ..strategies import RunContext, Strategy, TransferOutcome, get_strategy, train_baseline
 from ..strategies.base import check_adaptive_pretraining, pretraining_results
 from ..training.checkpointing import prepare_checkpoint_root, stage_model_dir
+from ..training.stage_cache import StageCache
 from ..training.results import DataSummary, RunResults, StageSummary, TargetResults
 from ..training.accelerator import end_tracking, make_accelerator, start_tracking
 from .auto import CANDIDATES_FOLDER, candidate_config, finish_auto
@@ -231,7 +232,8 @@ def prepare_run(cfg: RunConfig, out: Optional[Path], clock: Timings) -> RunConte
     checkpoint_root = prepare_checkpoint_root(out, cfg, accelerator) if out is not None else None
     start_tracking(accelerator, cfg.to_dict(), run_name=out.name if out is not None else "textransfer",
                    fresh=not cfg.resume)
-    return RunContext(cfg, accelerator, tokenizer, tasks, tokenized, checkpoint_root)
+    cache = StageCache(cfg.stage_cache_dir) if cfg.stage_cache else None
+    return RunContext(cfg, accelerator, tokenizer, tasks, tokenized, checkpoint_root, stage_cache=cache)
 
 
 def train_transfer_arm(strategy: Strategy, run: RunContext, clock: Timings) -> TransferOutcome:
@@ -239,7 +241,8 @@ def train_transfer_arm(strategy: Strategy, run: RunContext, clock: Timings) -> T
     adaptive pretraining's records as ``results.json``'s ``adaptive_pretraining``."""
     t0 = time.perf_counter()
     outcome = strategy.train_transfer(run)
-    source_s = outcome.source.train_time_s if outcome.source is not None else 0.0
+    # a source stage from the stage cache took this run no training time
+    source_s = outcome.source.train_time_s if outcome.source is not None and not outcome.source.from_cache else 0.0
     if outcome.source is not None:
         clock.seconds["source_s"] = source_s
     pretraining = pretraining_results(run)

@@ -44,10 +44,11 @@ from ..data.loading import TaskData
 from ..errors import ConfigError
 from ..modeling.layerwise import classification_model
 from ..modeling.loading import load_for_classification, swap_head
-from ..training.checkpointing import stage_done
+from ..training.checkpointing import record_stage, stage_done
 from ..training.pretraining import PretrainingTexts, pretraining_texts, train_adaptive_pretraining
 from ..training.results import PretrainingSummary, StageSummary, TestPredictions
 from ..training.stage import StageEnvironment, StageOutcome, StageSpec, TrainerFactory, train_stage
+from ..training.stage_cache import CachedStage, StageCache, pretrained_stage_material, stage_key
 from ..training.trainer import StageTrainer
 
 logger = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ class RunContext:
     # adaptive pretraining done in this run, by the stage it preceded ("source"/"target")
     pretraining: Dict[str, PretrainingSummary] = field(default_factory=dict)
     pretraining_data: Optional[PretrainingTexts] = None  # its texts, read once for both stages
+    stage_cache: Optional[StageCache] = None  # None: every stage trains (`stage_cache: false`, --no-cache)
 
     @property
     def environment(self) -> StageEnvironment:
@@ -105,6 +107,56 @@ class RunContext:
         spec = StageSpec(self.tasks[task_key].name, self.tokenized[task_key], args, trainer_factory, aux_ds, train_ds)
         # the module's `train_stage`, looked up at call time (a test spies on it)
         return train_stage(name, model, spec, self.environment)
+
+    def train_from_pretrained(self, name: str, task_key: str, args) -> StageOutcome:
+        """:meth:`train_stage` of the pretrained encoder with a fresh head (:meth:`pretrained`) on task
+        ``task_key``: a stage whose result its inputs alone determine, so it is taken from the stage
+        cache when an earlier run stored it, and stored there when it trains (``stage_cache.py``)."""
+        material = self.cache_material(name, task_key, args)
+        if material is None:
+            return self.train_stage(name, self.pretrained(task_key), task_key, args)
+        key = stage_key(material)
+        cached = self.stage_cache.load(key)
+        if cached is not None:
+            return self.reuse_cached(name, cached)
+        outcome = self.train_stage(name, self.pretrained(task_key), task_key, args)
+        if self.accelerator.is_main_process:
+            record = {"summary": outcome.summary.to_dict(), "test": outcome.test.to_dict()}
+            if name in self.pretraining:
+                record["pretraining"] = self.pretraining[name].to_dict()
+            self.stage_cache.store(key, outcome.model, record, material)
+        self.accelerator.wait_for_everyone()
+        return outcome
+
+    def cache_material(self, name: str, task_key: str, args) -> Optional[Dict[str, Any]]:
+        """What keys stage ``name`` in the cache; None when it is not cached (cache off, a stage a
+        killed run finished, which ``--resume`` reuses from the run's own record, or streamed data)."""
+        if self.stage_cache is None or self.stage_finished(name):
+            return None
+        config = self.cfg.adaptive_pretraining
+        pretraining = None
+        if config is not None and name in config.before:  # the pretraining is part of the stage
+            if self.pretraining_data is None:
+                self.pretraining_data = pretraining_texts(config, self.tokenized, self.tokenizer,
+                                                          self.cfg.model.max_length, self.cfg.seed, self.cfg.cache_dir)
+            pretraining = (config, self.pretraining_data)
+        return pretrained_stage_material(self.cfg, self.accelerator, self.tasks[task_key], task_key,
+                                         self.tokenized[task_key], args, pretraining)
+
+    def reuse_cached(self, name: str, cached: CachedStage) -> StageOutcome:
+        """A stage from the cache, recorded in this run as if it had trained here (``--resume`` and
+        the outputs find its model where they look for it), marked ``from_cache``."""
+        summary = replace(StageSummary.from_dict(cached.record["summary"]), from_cache=cached.key)
+        test = TestPredictions.from_dict(cached.record["test"])
+        if "pretraining" in cached.record:
+            self.pretraining[name] = PretrainingSummary.from_dict(cached.record["pretraining"])
+        if self.checkpoint_root is not None:
+            record_stage(self.checkpoint_root, name, {"summary": summary.to_dict(), "test": test.to_dict()},
+                         model=cached.model, tokenizer=self.tokenizer, accelerator=self.accelerator)
+        if self.accelerator.is_main_process:
+            tqdm.write(f"[{name}] {summary.task}: reused from the stage cache ({self.stage_cache.entry(cached.key)}); "
+                       f"--no-cache trains it again")
+        return StageOutcome(cached.model, summary, test)
 
     def pretrain_before(self, name: str, model: PreTrainedModel) -> None:
         """Adaptive pretraining of ``model``'s encoder (in place) when ``adaptive_pretraining.before``
@@ -253,7 +305,7 @@ def train_source_then_target(run: RunContext, target_factory: Optional[TrainerFa
     ``target_factory`` builds the target stage's trainer (default: `StageTrainer`; ``l2sp``'s).
     """
     run.require_source("finetune")
-    source = run.train_stage("source", run.pretrained("source"), "source", run.cfg.source_training)
+    source = run.train_from_pretrained("source", "source", run.cfg.source_training)
     target_model = swap_head(source.model, run.tasks["target"].label_names, seed=run.cfg.seed)
     target = run.train_stage("target", target_model, "target", run.cfg.target_training, trainer_factory=target_factory)
     return TransferOutcome(model=target.model, transfer=target.summary, test=target.test, source=source.summary)
@@ -267,11 +319,11 @@ def unwrap(model) -> PreTrainedModel:
 def train_baseline(run: RunContext, kind: str) -> Baseline:
     """The no-transfer baseline of ``kind`` (a `Strategy.baseline_kind`)."""
     if kind == "target":
-        stage = run.train_stage("baseline", run.pretrained("target"), "target", run.cfg.target_training)
+        stage = run.train_from_pretrained("baseline", "target", run.cfg.target_training)
         return Baseline(stage.summary, stage.test)
     if kind == "source_only":
         run.require_shared_labels("source_only baseline")
-        stage = run.train_stage("baseline", run.pretrained("source"), "source", run.cfg.source_training)
+        stage = run.train_from_pretrained("baseline", "source", run.cfg.source_training)
         test = run.evaluate(stage.model, "target", "test")
         summary = replace(stage.summary, source_metrics=stage.summary.metrics, metrics=test.metrics,
                           note="source-only: trained on the source without adaptation, tested on the target")

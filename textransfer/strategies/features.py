@@ -57,6 +57,7 @@ from ..data.batching import eval_dataloader, sort_by_length
 from ..errors import ConfigError
 from ..metrics.scores import compute_metrics
 from ..modeling.freezing import parameter_report
+from ..modeling.heads import FINAL_LAYER_NAMES, final_linear  # noqa: F401 (features.final_linear)
 from ..modeling.loading import swap_head
 from ..training.results import StageSummary, TestPredictions
 from ..training.selection import is_better
@@ -74,10 +75,6 @@ SPLITS = ("train", "validation", "test")
 CHECK_TOLERANCE = 1e-4
 # rows of the train split on which that check runs (the head is tiny; this costs nothing)
 CHECK_ROWS = 256
-# where the supported architectures keep their final linear layer (RoBERTa-style heads: out_proj),
-# looked up by name first: a dense layer of the head maps to as many units when there are as many
-# labels as hidden units
-FINAL_LAYER_NAMES = ("classifier.out_proj", "classifier")
 
 
 # ---------------------------------------------------------------------------- head layouts
@@ -132,25 +129,6 @@ class FirstTokenHead(torch.nn.Module):
 
     def forward(self, states: torch.Tensor) -> torch.Tensor:
         return self.layout.logits(self.parts, states)
-
-
-def final_linear(model) -> torch.nn.Linear:
-    """The architecture's final linear layer: where the supported ones keep it, else the one layer
-    outside the encoder that maps to the labels."""
-    for name in FINAL_LAYER_NAMES:
-        try:
-            layer = model.get_submodule(name)
-        except AttributeError:
-            continue
-        if isinstance(layer, torch.nn.Linear):
-            return layer
-    prefix = model.base_model_prefix + "."
-    found = [m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and not n.startswith(prefix)
-             and m.out_features == model.config.num_labels]
-    if len(found) != 1:
-        raise ConfigError(f"strategy `features`: cannot tell the final linear layer of a {model.config.model_type} "
-                          f"classifier ({len(found)} candidates); use another strategy for this model.")
-    return found[0]
 
 
 def model_head(model, kind: str) -> Tuple[torch.nn.Module, torch.nn.Module, str]:
@@ -314,12 +292,15 @@ class Features(Strategy):
         if self.config.encoder != "source":
             return run.pretrained("target"), None
         run.require_source("features (encoder: source)")
-        stage = run.train_stage("source", run.pretrained("source"), "source", run.cfg.source_training)
+        stage = run.train_from_pretrained("source", "source", run.cfg.source_training)
         return swap_head(stage.model, run.tasks["target"].label_names, seed=run.cfg.seed), stage.summary
 
     def train_transfer(self, run: RunContext) -> TransferOutcome:
         cfg, args = self.config, run.cfg.target_training
         warn_unused_options(cfg)
+        if args.contrastive is not None and args.contrastive.enabled:  # the encoder is frozen here
+            logger.warning("`target_training.contrastive` does not apply to strategy `features` (its encoder is "
+                           "frozen); the no-transfer baseline still gets it.")
         model, source = self.target_model(run)
         head, feature_source, which = model_head(model, cfg.head)
         model.requires_grad_(False)

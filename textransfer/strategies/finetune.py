@@ -33,9 +33,9 @@ class Finetune(Strategy):
         if not self.config.target_labels:
             run.require_source("finetune` with `target_labels: false")
             run.require_shared_labels(self.name)
-            source = run.train_stage("source", run.pretrained("source"), "source", run.cfg.source_training)
+            source = run.train_from_pretrained("source", "source", run.cfg.source_training)
             return source_model_on_target(run, source, UNSUPERVISED_NOTE)
         if "source" not in run.tasks:
-            stage = run.train_stage("target", run.pretrained("target"), "target", run.cfg.target_training)
+            stage = run.train_from_pretrained("target", "target", run.cfg.target_training)
             return TransferOutcome(model=stage.model, transfer=stage.summary, test=stage.test)
         return train_source_then_target(run)

@@ -182,7 +182,7 @@ class RelationalDistillation(Strategy):
     def train_transfer(self, run: RunContext) -> TransferOutcome:
         source = None
         if "source" in run.tasks:
-            source = run.train_stage("source", run.pretrained("source"), "source", run.cfg.source_training)
+            source = run.train_from_pretrained("source", "source", run.cfg.source_training)
             student = swap_head(source.model, run.tasks["target"].label_names, seed=run.cfg.seed)
         else:
             student = run.pretrained("target")

@@ -171,7 +171,7 @@ class SelfTraining(Strategy):
         if is_stream(run.tokenized["source"]["train"]) or is_stream(run.tokenized["target"]["train"]):
             raise ConfigError("`strategy.name: self_training` joins pseudo-labelled rows with labelled splits, "
                               "which needs map-style data; turn streaming off for this run.")
-        source = run.train_stage("source", run.pretrained("source"), "source", run.cfg.source_training)
+        source = run.train_from_pretrained("source", "source", run.cfg.source_training)
         first = source if self.shared_labels(run) else self.target_stage(run, source)
         pool = unlabelled_dataset(run, self.config)
         teacher, stage, records = first.model, None, []

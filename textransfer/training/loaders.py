@@ -9,13 +9,13 @@ that dropout draws from.
 from __future__ import annotations
 
 import math
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Optional
 
 import torch
 from accelerate import Accelerator
 
 from ..config import TrainingConfig
-from ..data.batching import train_dataloader
+from ..data.batching import batch_shapes, train_dataloader
 from ..data.streaming import is_stream, stream_dataloader
 from ..errors import ConfigError
 
@@ -58,12 +58,22 @@ class TrainBatches:
             return
         # looked up in this module at call time: the multi-process test spies on it here
         self.loader = train_dataloader(ds, tokenizer, args.batch_size, seed, args.group_by_length,
-                                       num_replicas=accelerator.num_processes)
+                                       num_replicas=accelerator.num_processes,
+                                       pad_to_multiple_of=args.pad_to_multiple_of)
         self.sampler = self.loader.batch_sampler
         batches = len(self.loader) / accelerator.num_processes
         self.steps_per_epoch = math.ceil(batches / args.gradient_accumulation_steps)
         self.total_steps = args.max_steps or self.steps_per_epoch * args.num_epochs
         self.num_epochs = math.ceil(self.total_steps / self.steps_per_epoch) if args.max_steps else args.num_epochs
+
+    def max_shapes(self) -> Optional[int]:
+        """At most how many distinct batch shapes this process trains on, when length buckets
+        (``pad_to_multiple_of``) bound them; None when they do not (or a stream's lengths are unknown).
+        Under several processes a short last global batch is cut in parts of two sizes: counted twice."""
+        if self.streaming or self.args.pad_to_multiple_of is None:
+            return None
+        shapes = batch_shapes(self.ds["length"], self.args.batch_size, self.args.pad_to_multiple_of)
+        return len(shapes) * (2 if self.accelerator.num_processes > 1 else 1)
 
     def prepare(self) -> None:
         """Shard the map-style loader over the processes (``accelerator.prepare``)."""
@@ -80,7 +90,8 @@ class TrainBatches:
         if self.streaming:  # replay the seeded stream, dropping the batches already trained on
             loader = stream_dataloader(self.ds, self.tokenizer, self.args.batch_size, self.seed,
                                        self.args.group_by_length, rank=acc.process_index,
-                                       world_size=acc.num_processes, skip_batches=skip)
+                                       world_size=acc.num_processes, skip_batches=skip,
+                                       pad_to_multiple_of=self.args.pad_to_multiple_of)
             return (batch.to(acc.device) for batch in loader)
         loader = acc.skip_first_batches(self.loader, skip) if skip else self.loader
         # Accelerate's loader re-sets the sampler's epoch to its own iteration count when
@@ -105,11 +116,12 @@ def aux_batches(ds, tokenizer, args: TrainingConfig, accelerator: Accelerator, s
     acc, seed = accelerator, aux_seed(seed)
     if is_stream(ds):  # endless already; sharded per process like the main stream
         loader = stream_dataloader(ds, tokenizer, args.batch_size, seed, args.group_by_length,
-                                   rank=acc.process_index, world_size=acc.num_processes, skip_batches=start)
+                                   rank=acc.process_index, world_size=acc.num_processes, skip_batches=start,
+                                   pad_to_multiple_of=args.pad_to_multiple_of)
         yield from (batch.to(acc.device) for batch in rng_neutral(loader))
         return
     loader = train_dataloader(ds, tokenizer, args.batch_size, seed, args.group_by_length,
-                              num_replicas=acc.num_processes)
+                              num_replicas=acc.num_processes, pad_to_multiple_of=args.pad_to_multiple_of)
     sampler = loader.batch_sampler
     loader = acc.prepare(loader)
     epoch, skip = divmod(start, max(len(loader), 1))

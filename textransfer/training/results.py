@@ -93,7 +93,7 @@ class DataSummary:
 
 # the optional entries a strategy or the run adds to a stage, in their results.json order
 _STAGE_EXTRAS = ("head", "encoder", "initialisation", "source_loss_weight", "unlabelled_target_examples",
-                 "label_names", "source_metrics", "note", "data", "kind")
+                 "label_names", "source_metrics", "note", "data", "kind", "from_cache")
 
 
 @dataclass
@@ -127,6 +127,7 @@ class StageSummary:
     note: Optional[str] = None  # what the metrics are when they are not the stage's own test
     data: Optional[DataSummary] = None  # the source stage: its task's rows
     kind: Optional[str] = None  # a baseline: "target" or "source_only"
+    from_cache: Optional[str] = None  # the stage-cache key it was reused from (``stage_cache.py``); None: trained
     extra: Dict[str, Any] = field(default_factory=dict)  # anything else, written last
 
     def to_dict(self) -> Dict[str, Any]:

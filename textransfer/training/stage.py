@@ -21,6 +21,7 @@ from ..modeling.freezing import FreezeReport, freeze
 from ..modeling.layerwise import classification_model
 from ..modeling.loading import head_parameter_names
 from .checkpointing import StageCheckpoints, load_stage_model, record_stage, stage_done
+from .contrastive import contrastive_phase
 from .results import StageSummary, TestPredictions
 from .trainer import StageTrainer
 
@@ -84,17 +85,23 @@ def train_stage(name: str, model, spec: StageSpec, env: StageEnvironment) -> Sta
         tqdm.write(f"[{name}] {spec.task_name}: {report.trainable:,} / {report.total:,} parameters trainable "
                    f"({100 * report.trainable / report.total:.1f}%), "
                    f"{train_rows_text(spec.splits['train'])} training examples")
+    train_ds = spec.splits["train"] if spec.train_ds is None else spec.train_ds
+    # SetFit's encoder phase (`args.contrastive`), on the HF model before any strategy wraps it:
+    # the classification training below then runs on the standard forward, as pipeline does
+    contrastive = contrastive_phase(name, model, train_ds, spec.args, env.tokenizer, env.accelerator, env.cfg.seed)
     trainer = (spec.trainer_factory or StageTrainer)(
         model, env.tokenizer, spec.args, env.accelerator, env.cfg.metrics, seed=env.cfg.seed,
         head_parameters=head_parameter_names(model),
         checkpoint_dir=env.checkpoint_root / name if env.checkpoint_root else None,
         desc=name, resume=env.cfg.resume, logging_steps=env.cfg.logging_steps,
     )
-    train_ds = spec.splits["train"] if spec.train_ds is None else spec.train_ds
     aux = {"aux_ds": spec.aux_ds} if spec.aux_ds is not None else {}
     result = trainer.train(train_ds, spec.splits["validation"], **aux)
     test = TestPredictions.from_dict(trainer.evaluate(spec.splits["test"]))
-    outcome = StageOutcome(classification_model(trainer.model), summarise(spec.task_name, result, test, report), test)
+    summary = summarise(spec.task_name, result, test, report)
+    if contrastive is not None:
+        summary.extra["contrastive"] = contrastive.to_dict()
+    outcome = StageOutcome(classification_model(trainer.model), summary, test)
     if env.checkpoint_root is not None:
         # every stage's model is kept: a later stage, a strategy (e.g. a source-only baseline
         # tested on the target) or the outputs may need it after a resume

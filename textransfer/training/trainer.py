@@ -6,7 +6,10 @@ add heads without touching the loop. On speed (``benchmarks/throughput.py``): th
 fused AdamW (``optimization.py``), and batches are grouped by length and padded dynamically
 (``data/batching.py``); our grouping pads about 9% fewer tokens than Trainer's
 ``group_by_length`` on 2,000 SST-2 sentences, which is most of our measured edge. The rest of a
-step is the model's own matrix arithmetic.
+step is the model's own matrix arithmetic. Options that attack it, off by default and measured in
+the same benchmark: ``torch_compile`` (``compilation.py``: the step runs a compiled wrapper,
+``TrainingRun.step_model``; everything else the plain model) with ``pad_to_multiple_of`` length
+buckets, and ``model.attn_implementation``.
 
 Everything else is Accelerate's: device placement, DDP, mixed precision, gradient
 accumulation, gathering predictions across processes, checkpoints (``save_state``).
@@ -56,6 +59,7 @@ from ..errors import ConfigError
 from ..modeling.layerwise import GradualUnfreezing, HeadWarmup
 from .accelerator import advance_tracking, is_tracking, log_metrics, make_accelerator, tracking_step
 from .checkpointing import StageCheckpoints, StopOnInterrupt, capture_rng, restore_rng
+from .compilation import compile_for_training
 from .loaders import TrainBatches, aux_batches
 from .loop_state import LossWindow, LoopState, StageResult
 from .optimization import create_adamw, create_scheduler, parameter_groups
@@ -89,6 +93,8 @@ class TrainingRun:
     clock: float = 0.0  # when the training time last counted (time.perf_counter)
     log_start: int = 0  # the run-wide tracker step this stage's steps count from
     loss_window: LossWindow = field(default_factory=LossWindow)  # batches since the last log
+    # what the training step calls: `model`, or its torch.compile wrapper (`torch_compile`, compilation.py)
+    step_model: Optional[torch.nn.Module] = None
 
     def restore_pending_rng(self) -> None:
         if self.pending_rng is not None:
@@ -215,7 +221,8 @@ class StageTrainer:
         if eval_ds is not None and args.eval_every_epoch:
             eval_loader = acc.prepare(eval_dataloader(sort_by_length(eval_ds), self.tokenizer, args.eval_batch_size))
         checkpoints = StageCheckpoints(self.checkpoint_dir, acc) if self.checkpoint_dir is not None else None
-        return TrainingRun(model=model, optimizer=optimizer, scheduler=scheduler, batches=batches,
+        return TrainingRun(model=model, step_model=compile_for_training(model, args, batches.max_shapes()),
+                           optimizer=optimizer, scheduler=scheduler, batches=batches,
                            eval_loader=eval_loader, unfreezing=unfreezing, checkpoints=checkpoints,
                            head_warmup=head_warmup, log_start=tracking_step(acc))
 
@@ -271,9 +278,9 @@ class StageTrainer:
     def _training_step(self, run: TrainingRun, state: LoopState, batch) -> bool:
         """Forward and backward on one batch; True when it completed an optimiser step (with
         gradient accumulation, only every ``gradient_accumulation_steps``-th batch does)."""
-        acc, model = self.accelerator, run.model
+        acc, model = self.accelerator, run.step_model
         self.on_step(state.result.optimizer_steps, run.batches.total_steps)
-        with acc.accumulate(model):
+        with acc.accumulate(run.model):
             if run.aux is not None:
                 loss = self.compute_loss(model, batch, aux_batch=next(run.aux))
             else:

@@ -1,0 +1,268 @@
+"""Few labels: SetFit beside textransfer's arms, with and without a source, on two targets.
+
+SetFit (Tunstall et al., 2022; the ``setfit`` package, installed for this benchmark only:
+``pip install setfit``) trains the encoder contrastively on pairs of the k labelled examples, then a
+logistic regression on its embeddings. textransfer's ``*_training.contrastive`` does the same inside
+a stage and keeps the model a plain classifier. Every arm starts from the same encoder (MiniLM-L6),
+sees the same k-shot sample (drawn by textransfer's ``k_per_class``, seeded) and is tested on the
+same rows; no arm uses validation labels (no best-epoch choice: SetFit has none either).
+
+| arm | what trains on the k-shot target |
+| --- | --- |
+| ``setfit`` | SetFit itself: ``num_iterations`` contrastive pair iterations, 1 epoch, logistic-regression head |
+| ``baseline`` | textransfer's no-transfer baseline: the pretrained encoder, new head, fine-tuned |
+| ``lpft`` | ``baseline`` with LP-FT: the head alone for the first quarter of the steps (at ``--head-lr``), then everything |
+| ``contrastive`` | the pretrained encoder: contrastive phase (the SetFit pairs, ``CosineSimilarityLoss``, mean pooling), then LP-FT |
+| ``contrastive_transfer-<source>`` | the same from the encoder fine-tuned on ``<source>`` (IMDB: related; AG News: unrelated) |
+
+Targets: ``sst2`` (SST-2 train sampled, tested on SST-2 dev, 872 sentences) and ``kitchen`` (Amazon
+kitchen-product reviews, another kind of text; a seeded 20% test split). Per target and k it prints
+mean ± std over seeds and the mean seconds of each arm, each textransfer arm's pooled difference to
+SetFit with a 95% paired-bootstrap interval over the test rows, and whether the issue's goals hold
+(best textransfer arm >= SetFit's mean at every k; with a related source >= SetFit + 3 at k = 8, 16).
+
+```
+python benchmarks/few_shot.py --data-dir ../shared/data --out few_shot.json
+python benchmarks/few_shot.py --data-dir ../shared/data --smoke --out /tmp/fs.json          # a check
+python benchmarks/few_shot.py --data-dir ../shared/data --out few_shot.json --resume       # go on after a stop
+```
+
+Every finished run is added to ``OUT.partial``; ``--resume`` goes on from it with the same settings.
+Source models are kept in ``OUT.work/`` until the run completes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# the same source tasks and source stage as the learning curves
+from low_resource import compare, source_task, train_source
+from partial_results import load_partial, save_partial, write_final
+from tables import interval_text, print_table
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+TARGETS = ["sst2", "kitchen"]
+SOURCES = ["imdb", "ag_news"]
+RELATED = {"imdb"}  # sentiment, as both targets
+BASE_ARMS = ["setfit", "baseline", "lpft", "contrastive"]
+LPFT_WARMUP_SHARE = 0.25  # LP-FT's head-only share of the target steps
+
+
+def make_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--out", required=True, help="JSON file")
+    p.add_argument("--targets", default=",".join(TARGETS))
+    p.add_argument("--sources", default=",".join(SOURCES), help="sources of the contrastive_transfer arms")
+    p.add_argument("--arms", default=",".join(BASE_ARMS), help="source-free arms (setfit, baseline, lpft, contrastive)")
+    p.add_argument("--ks", default="8,16,64", help="target labels per class")
+    p.add_argument("--seeds", default="1,2,3,4,5")
+    p.add_argument("--model", default="sentence-transformers/all-MiniLM-L6-v2")
+    p.add_argument("--max-length", type=int, default=64)
+    p.add_argument("--source-examples", type=int, default=1000)
+    p.add_argument("--source-epochs", type=int, default=1)
+    p.add_argument("--target-steps", type=int, default=50, help="classification optimiser steps on the target")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--learning-rate", type=float, default=1e-4)
+    p.add_argument("--head-lr", type=float, default=1e-3, help="LP-FT: the head's learning rate")
+    p.add_argument("--pair-iterations", type=int, default=20, help="contrastive and SetFit: pair iterations")
+    p.add_argument("--contrastive-lr", type=float, default=2e-5, help="contrastive and SetFit: body learning rate")
+    p.add_argument("--test-examples", type=int, default=None, help="cap on test rows (default: all SST-2 dev; kitchen 400)")
+    p.add_argument("--resume", action="store_true", help="go on from OUT.partial, left by a stopped run")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes: a check, not a result")
+    return p
+
+
+# ---------------------------------------------------------------------------- tasks
+def target_task(data_dir: Path, target: str, k: int, test_cap) -> dict:
+    if target == "sst2":
+        return {"name": "sst2", "data_files": {"train": str(data_dir / "sst2" / "train.tsv"),
+                                               "test": str(data_dir / "sst2" / "dev.tsv")},
+                "quoting": 3, "text_columns": ["sentence"], "label_names": ["negative", "positive"],
+                "validation_fraction": 0.01, "split_seed": 0, "k_per_class": k, "max_eval_samples": test_cap}
+    return {"name": "kitchen", "data_files": str(data_dir / "amazon_multidomain" / "all.jsonl"), "format": "jsonl",
+            "label_names": ["negative", "positive"], "filters": ["domain == 'kitchen'"], "validation_fraction": 0.1,
+            "test_fraction": 0.2, "split_seed": 0, "k_per_class": k, "max_eval_samples": test_cap or 400}
+
+
+# ---------------------------------------------------------------------------- textransfer arms
+def arm_config(args, arm: str, target: str, k: int, seed: int, work: Path) -> dict:
+    """One textransfer arm's run config (``RunConfig.from_dict``): target-only, no validation choice."""
+    model = args.model
+    if arm.startswith("contrastive_transfer-"):
+        model = str(work / f"source-{arm.split('-', 1)[1]}-{seed}")
+    training = {"batch_size": args.batch_size, "learning_rate": args.learning_rate, "eval_batch_size": 64,
+                "num_epochs": 1000, "max_steps": args.target_steps, "eval_every_epoch": False,
+                "load_best_model_at_end": False}
+    if arm != "baseline":  # LP-FT: the head first
+        training.update(head_warmup_steps=max(1, int(LPFT_WARMUP_SHARE * args.target_steps)),
+                        head_learning_rate=args.head_lr)
+    if arm.startswith("contrastive"):
+        training["contrastive"] = {"pair_iterations": args.pair_iterations, "loss": "cosine_similarity",
+                                   "pooling": "mean", "batch_size": args.batch_size,
+                                   "learning_rate": args.contrastive_lr}
+    return {"model": {"name_or_path": model, "max_length": args.max_length}, "seed": seed, "baseline": False,
+            "target": target_task(Path(args.data_dir), target, k, args.test_examples), "target_training": training}
+
+
+def run_textransfer(args, arm: str, target: str, k: int, seed: int, work: Path) -> dict:
+    """Train one arm; its test accuracy and predictions by test row."""
+    from textransfer import RunConfig, run_transfer
+
+    cfg = RunConfig.from_dict(arm_config(args, arm, target, k, seed, work))
+    with tempfile.TemporaryDirectory(prefix="few_shot_") as out:
+        results = run_transfer(cfg, output_dir=out, overwrite=True)
+        rows = [json.loads(line) for line in (Path(out) / "test_predictions.jsonl").read_text().splitlines()]
+    names = cfg.target.label_names
+    rows.sort(key=lambda r: r["row"])
+    return {"accuracy": results["target"]["transfer"]["metrics"]["accuracy"],
+            "predictions": [names.index(r["transfer"]["label"]) for r in rows],
+            "references": [names.index(r["label"]) for r in rows], "rows": [r["row"] for r in rows]}
+
+
+# ---------------------------------------------------------------------------- SetFit
+def run_setfit(args, target: str, k: int, seed: int) -> dict:
+    """SetFit on textransfer's k-shot sample of the target (the same rows), tested on the same test rows."""
+    try:
+        from setfit import SetFitModel, Trainer, TrainingArguments
+    except ImportError as err:
+        sys.exit(f"the setfit arm needs the `setfit` package ({err}); `pip install setfit` (benchmark only), or "
+                 f"leave it out with --arms baseline,lpft,contrastive")
+    from datasets import Dataset
+
+    from textransfer import TaskConfig, load_task
+    from textransfer.config.schema import build
+    from textransfer.modeling.loading import resolve_model_path
+
+    task = load_task(build(TaskConfig, target_task(Path(args.data_dir), target, k, args.test_examples), "target."))
+    train, test = task.splits["train"], task.splits["test"]
+    model = SetFitModel.from_pretrained(resolve_model_path(args.model))
+    with tempfile.TemporaryDirectory(prefix="few_shot_setfit_") as scratch:  # SetFit's checkpoints, not kept
+        training = TrainingArguments(batch_size=args.batch_size, num_iterations=args.pair_iterations, num_epochs=1,
+                                     body_learning_rate=args.contrastive_lr, max_length=args.max_length, seed=seed,
+                                     show_progress_bar=False, output_dir=scratch, save_strategy="no", report_to="none")
+        trainer = Trainer(model=model, args=training, train_dataset=Dataset.from_dict(
+            {"text": list(train["text"]), "label": list(train["labels"])}))
+        trainer.train()
+    order = sorted(range(len(test)), key=lambda i: test[i]["row"])
+    texts = [test[i]["text"] for i in order]
+    predictions = [int(p) for p in model.predict(texts, batch_size=64, as_numpy=True)]
+    references = [int(test[i]["labels"]) for i in order]
+    return {"accuracy": sum(p == y for p, y in zip(predictions, references)) / len(references),
+            "predictions": predictions, "references": references, "rows": [int(test[i]["row"]) for i in order]}
+
+
+# ---------------------------------------------------------------------------- the table
+def unit_key(target: str, arm: str, k: int, seed: int) -> str:
+    return f"{target}:{arm}:k{k}:s{seed}"
+
+
+def summarise(done: dict, targets, arms, ks, seeds) -> dict:
+    summary = {}
+    for target in targets:
+        for k in ks:
+            row, reference = {}, [done[unit_key(target, "setfit", k, s)] for s in seeds] if "setfit" in arms else None
+            for arm in arms:
+                runs = [done[unit_key(target, arm, k, s)] for s in seeds]
+                accs = [r["accuracy"] for r in runs]
+                row[arm] = {"mean": statistics.mean(accs), "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+                            "seconds": statistics.mean(r["seconds"] for r in runs), "runs": accs}
+                if reference is not None and arm != "setfit":
+                    assert all(r["rows"] == b["rows"] for r, b in zip(runs, reference)), "arms tested on other rows"
+                    row[arm]["vs_setfit"] = compare(runs, reference)
+            summary.setdefault(target, {})[str(k)] = row
+    return summary
+
+
+def goals(summary: dict, arms) -> list:
+    """The issue's goals, each as ``(text, held)``."""
+    out = []
+    ours = [a for a in arms if a != "setfit"]
+    related = [a for a in ours if a.split("-", 1)[-1] in RELATED and a.startswith("contrastive_transfer-")]
+    for target, by_k in summary.items():
+        for k, row in by_k.items():
+            if "setfit" not in row:
+                continue
+            best = max(ours, key=lambda a: row[a]["mean"])
+            out.append((f"{target} k={k}: best textransfer arm {best} {100 * row[best]['mean']:.1f} >= SetFit "
+                        f"{100 * row['setfit']['mean']:.1f}", row[best]["mean"] >= row["setfit"]["mean"]))
+            for arm in related if int(k) in (8, 16) else []:
+                out.append((f"{target} k={k}: {arm} {100 * row[arm]['mean']:.1f} >= SetFit + 3 = "
+                            f"{100 * row['setfit']['mean'] + 3:.1f}", row[arm]["mean"] >= row["setfit"]["mean"] + 0.03))
+    return out
+
+
+def print_tables(summary: dict, arms, ks) -> None:
+    for target, by_k in summary.items():
+        print_table(f"{target}: test accuracy, mean ± std over seeds (mean seconds per run); [95% interval of the "
+                    f"pooled difference to SetFit]; * ahead beyond noise, ! significantly worse", by_k, arms, ks,
+                    lambda cell: f"{100 * cell['mean']:.1f} ± {100 * cell['std']:.1f} ({cell['seconds']:.0f} s)"
+                                 f"{interval_text(cell.get('vs_setfit'))}")
+
+
+# ---------------------------------------------------------------------------- main
+def run_unit(args, target: str, arm: str, k: int, seed: int, work: Path) -> dict:
+    t0 = time.perf_counter()
+    if arm == "setfit":
+        result = run_setfit(args, target, k, seed)
+    else:
+        if arm.startswith("contrastive_transfer-"):
+            train_source(args, arm.split("-", 1)[1], seed, work)
+        result = run_textransfer(args, arm, target, k, seed, work)
+    return dict(result, seconds=round(time.perf_counter() - t0, 1))
+
+
+def main(argv=None) -> int:
+    args = make_parser().parse_args(argv)
+    if args.smoke:
+        args.ks, args.seeds, args.source_examples, args.max_length, args.target_steps = "8", "1", 64, 32, 4
+        args.pair_iterations, args.test_examples = 1, 64
+    ks, seeds = [int(k) for k in args.ks.split(",")], [int(s) for s in args.seeds.split(",")]
+    targets, sources = [t for t in args.targets.split(",") if t], [s for s in args.sources.split(",") if s]
+    arms = [a for a in args.arms.split(",") if a] + [f"contrastive_transfer-{s}" for s in sources]
+    bad = [t for t in targets if t not in TARGETS] + [s for s in sources if s not in SOURCES] + \
+        [a for a in args.arms.split(",") if a and a not in BASE_ARMS]
+    if bad:
+        sys.exit(f"unknown target, source or arm: {bad}; targets {TARGETS}, sources {SOURCES}, arms {BASE_ARMS}")
+    settings = {k: v for k, v in vars(args).items() if k not in ("out", "resume", "targets", "sources", "arms", "ks", "seeds")}
+    out, partial, work = Path(args.out), Path(f"{args.out}.partial"), Path(f"{args.out}.work")
+    work.mkdir(exist_ok=True)
+    done = load_partial(args.resume, settings, partial, finished=out)
+    units = [(t, a, k, s) for s in seeds for t in targets for k in ks for a in arms]
+    print(f"{sum(unit_key(*u) not in done for u in units)} of {len(units)} runs to do", flush=True)
+    t_all = time.perf_counter()
+    for target, arm, k, seed in units:
+        key = unit_key(target, arm, k, seed)
+        if key not in done:
+            done[key] = run_unit(args, target, arm, k, seed, work)
+            save_partial(partial, done, settings)
+            print(f"[{len(done)}/{len(units)}] {key}: {100 * done[key]['accuracy']:.1f} ({done[key]['seconds']:.0f} s)",
+                  flush=True)
+    summary = summarise(done, targets, arms, ks, seeds)
+    print_tables(summary, arms, ks)
+    checks = goals(summary, arms)
+    print("\nGoals:" if checks else "")
+    for text, held in checks:
+        print(f"  {'met   ' if held else 'NOT met'} {text}")
+    total = time.perf_counter() - t_all
+    print(f"\nCost: {total / 60:.1f} min wall-clock this invocation on {os.cpu_count()} cores; seeds {seeds}")
+    write_final(out, {"ks": ks, "seeds": seeds, "targets": targets, "arms": arms, "results": summary,
+                      "goals": [{"goal": t, "met": h} for t, h in checks], "wall_s": round(total, 1),
+                      "settings": settings, "runs": done}, partial, work)
+    print(f"written: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""``textransfer compare`` with and without the stage cache, side by side in one run.
+
+The same ``textransfer compare`` command (the embedded demo recipe, MiniLM-L6, its own budget:
+4 source epochs on 260 headlines, up to 4 target epochs on 220 reviews, batch 16, 64 tokens),
+run as a fresh process for each side, one after another:
+
+* ``no_cache``: ``--no-cache``, which is ``compare`` as it was before the cache: the plain
+  source stage is trained by every strategy that has one (``finetune``, ``l2sp``, ``features``);
+  the baseline was already trained once and shared;
+* ``cold_cache``: an empty cache: the source stage trains once and the other strategies reuse it;
+* ``warm_cache``: the same command again on the cache ``cold_cache`` filled (a second study of
+  the same source and target: the source stage and the baseline both come from the cache).
+
+Timed: the wall-clock of the whole command (start-up, loading, training, evaluation, writing).
+Every side must report the same test metrics for every strategy (the cache changes the time, not
+the results); the JSON says whether they did (``metrics_identical``).
+
+Usage (quiet machine, nothing else running)::
+
+    python benchmarks/stage_cache.py --out benchmarks/results/stage_cache.json
+    python benchmarks/stage_cache.py --out /tmp/sc.json --smoke        # a check: tiny budget, seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from partial_results import load_partial, save_partial, write_final
+
+REPO = Path(__file__).resolve().parents[1]
+SIDES = ("no_cache", "cold_cache", "warm_cache")
+SMOKE = ["source.max_train_samples=32", "target.max_train_samples=32", "source_training.num_epochs=1",
+         "target_training.num_epochs=1", "noise_resamples=50", "model.max_length=32"]
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, help="JSON file")
+    p.add_argument("--config", default=str(REPO / "recipes" / "news_to_sentiment.yaml"))
+    p.add_argument("--strategies", default="finetune,l2sp,features,scratch")
+    p.add_argument("--resume", action="store_true", help="go on from OUT.partial, left by a stopped run")
+    p.add_argument("--smoke", action="store_true", help="tiny budget: a check, not a result")
+    p.add_argument("overrides", nargs="*", help="config overrides for every side, e.g. seed=1")
+    return p
+
+
+def run_side(side: str, args, work: Path) -> dict:
+    """One ``textransfer compare`` as its own process; its wall time and per-strategy test metrics."""
+    out = work / side
+    shutil.rmtree(out, ignore_errors=True)
+    cache = work / "cache"
+    if side == "cold_cache":
+        shutil.rmtree(cache, ignore_errors=True)
+    cmd = [sys.executable, "-m", "textransfer.cli", "compare", args.config, "--strategies", args.strategies,
+           "--output-dir", str(out), *(["--no-cache"] if side == "no_cache" else []),
+           *(SMOKE if args.smoke else []), *args.overrides]
+    env = {**os.environ, "TEXTRANSFER_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, env=env, cwd=REPO, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - start
+    comparison = json.loads((out / "comparison.json").read_text())
+    return {"wall_s": round(wall, 2), "command": " ".join(cmd[1:]),
+            "metrics": {name: row["metrics"] for name, row in comparison["strategies"].items()},
+            "source_stages_trained": sum(source_trained(out / name) for name in comparison["strategies"])}
+
+
+def source_trained(run_dir: Path) -> bool:
+    source = json.loads((run_dir / "results.json").read_text()).get("source")
+    return source is not None and not source.get("from_cache")
+
+
+def summary(runs: dict) -> dict:
+    base = runs["no_cache"]
+    return {"speedup_cold": round(base["wall_s"] / runs["cold_cache"]["wall_s"], 2),
+            "speedup_warm": round(base["wall_s"] / runs["warm_cache"]["wall_s"], 2),
+            "metrics_identical": all(runs[s]["metrics"] == base["metrics"] for s in SIDES)}
+
+
+def main(argv=None) -> int:
+    args = make_parser().parse_args(argv)
+    out = Path(args.out)
+    partial, work = Path(f"{out}.partial"), Path(f"{out}.work")
+    settings = {"config": args.config, "strategies": args.strategies, "overrides": args.overrides, "smoke": args.smoke}
+    runs = load_partial(args.resume, settings, partial)
+    if args.resume and "cold_cache" in runs and "warm_cache" not in runs and not (work / "cache").is_dir():
+        runs.pop("cold_cache")  # the warm side needs the cache the cold side filled
+    for side in SIDES:
+        if side not in runs:
+            runs[side] = run_side(side, args, work)
+            save_partial(partial, runs, settings)
+            print(f"{side}: {runs[side]['wall_s']:.1f} s, source stages trained: {runs[side]['source_stages_trained']}",
+                  flush=True)
+    result = summary(runs)
+    write_final(out, {"settings": settings, "runs": runs, **result}, partial, work)
+    print(f"cold cache {result['speedup_cold']}x, warm cache {result['speedup_warm']}x faster than --no-cache; "
+          f"metrics identical on every side: {result['metrics_identical']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,22 @@
+"""The benchmarks' printed tables: one row per k, one cell per arm, each cell a mean ± std with,
+where it is compared with a reference arm, the 95% interval of the pooled difference."""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+
+def interval_text(vs: Optional[dict]) -> str:
+    """`` [low, high]`` in points, marked ``*`` ahead beyond noise or ``!`` significantly worse."""
+    if not vs:
+        return ""
+    mark = "*" if vs["ahead_beyond_noise"] else ("!" if not vs["not_significantly_worse"] else "")
+    return f" [{100 * vs['low']:+.1f}, {100 * vs['high']:+.1f}]{mark}"
+
+
+def print_table(title: str, by_k: dict, arms, ks, cell_text: Callable[[dict], str]) -> None:
+    """``by_k[str(k)][arm]`` -> a markdown table under ``title``, each cell written by ``cell_text``."""
+    print(f"\n{title}")
+    print(f"| k | {' | '.join(arms)} |\n|---|{'---|' * len(arms)}")
+    for k in ks:
+        print(f"| {k} | " + " | ".join(cell_text(by_k[str(k)][arm]) for arm in arms) + " |")
