@@ -29,7 +29,8 @@ python benchmarks/transferability.py --data-dir ../shared/data --out transferabi
 Budget of the default run: 8 sources x 3 seeds source stages (1,000 rows, 1 epoch, 64 tokens) and
 2 targets x (7 + 1 baseline) x 3 seeds target runs (2 x 256 rows, at most 4 epochs / 96 optimiser
 steps, batch 16): 24 source stages and 48 target runs. Every finished unit is added to
-``OUT.partial``; ``--resume`` goes on from it with the same settings. Source models are kept in
+``OUT.partial``; ``--resume`` goes on from it with the same settings (and may add targets, sources
+or seeds, e.g. ``--seeds 1,2,3`` after a ``--seeds 1`` run). Source models are kept in
 ``OUT.work/`` until the run completes.
 """
 
@@ -295,7 +296,8 @@ def main(argv=None) -> int:
     sources_of = {t: [s for s in sources if s != t] for t in targets}
     if any(len(v) < 2 for v in sources_of.values()):
         sys.exit("each target needs at least 2 candidate sources for a rank correlation")
-    settings = {k: v for k, v in vars(args).items() if k not in ("out", "resume")}
+    # which targets, sources and seeds are not settings: each unit is keyed by them, so --resume can add some
+    settings = {k: v for k, v in vars(args).items() if k not in ("out", "resume", "targets", "sources", "seeds")}
     out, partial, work = Path(args.out), Path(f"{args.out}.partial"), Path(f"{args.out}.work")
     work.mkdir(parents=True, exist_ok=True)
     done = load_partial(args.resume, settings, partial, finished=out)
@@ -314,7 +316,8 @@ def main(argv=None) -> int:
     print_tables(summary)
     total = time.perf_counter() - t_all
     print(f"\nCost: {total / 60:.1f} min wall-clock this invocation on {os.cpu_count()} cores; seeds {seeds}")
-    write_final(out, {"summary": summary, "runs": done, "wall_s": round(total, 1), "settings": settings}, partial, work)
+    write_final(out, {"targets": targets, "sources": sources, "seeds": seeds, "summary": summary, "runs": done,
+                      "wall_s": round(total, 1), "settings": settings}, partial, work)
     plot(summary, out.with_suffix(".png"))
     print(f"written: {out} and {out.with_suffix('.png')}")
     return 0

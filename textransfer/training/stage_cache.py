@@ -164,10 +164,10 @@ def folder_bytes(folder: Path) -> int:
 
 # ---------------------------------------------------------------------------- what a key covers
 def model_material(cfg) -> Dict[str, Any]:
-    """The encoder in a key: its id, revision, ``max_length`` and what the id resolved to (a
-    local folder's config and weight bytes; a Hub snapshot's commit)."""
+    """The encoder in a key: every ``model:`` option (id, revision, ``max_length``, attention kernel)
+    and what the id resolved to (a local folder's config and weight bytes; a Hub snapshot's commit)."""
     path = resolve_model_path(cfg.name_or_path)
-    material = {"name_or_path": cfg.name_or_path, "revision": cfg.revision, "max_length": cfg.max_length}
+    material = dataclasses.asdict(cfg)
     if os.path.isdir(path):
         material["files_sha256"] = _weights_fingerprint(*_weight_files(Path(path)))
     else:  # a Hub id: the commit its files came from, which `main` moving on changes
