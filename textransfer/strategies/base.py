@@ -136,10 +136,7 @@ class RunContext:
         config = self.cfg.adaptive_pretraining
         pretraining = None
         if config is not None and name in config.before:  # the pretraining is part of the stage
-            if self.pretraining_data is None:
-                self.pretraining_data = pretraining_texts(config, self.tokenized, self.tokenizer,
-                                                          self.cfg.model.max_length, self.cfg.seed, self.cfg.cache_dir)
-            pretraining = (config, self.pretraining_data)
+            pretraining = (config, self.adaptive_pretraining_texts())
         return pretrained_stage_material(self.cfg, self.accelerator, self.tasks[task_key], task_key,
                                          self.tokenized[task_key], args, pretraining)
 
@@ -174,12 +171,17 @@ class RunContext:
                               f"`adaptive_pretraining.before: [target]`.", option="adaptive_pretraining.before")
         if name not in config.before or name in self.pretraining:
             return
-        if self.pretraining_data is None:
-            self.pretraining_data = pretraining_texts(config, self.tokenized, self.tokenizer, self.cfg.model.max_length,
-                                                      self.cfg.seed, self.cfg.cache_dir)
         # when the stage it precedes finished in a killed run, that stage's model is loaded, not this one's
-        self.pretraining[name] = train_adaptive_pretraining(name, model, self.pretraining_data, config,
+        self.pretraining[name] = train_adaptive_pretraining(name, model, self.adaptive_pretraining_texts(), config,
                                                             self.environment, load_weights=not self.stage_finished(name))
+
+    def adaptive_pretraining_texts(self) -> PretrainingTexts:
+        """The adaptive-pretraining texts, read and tokenized once per run (both stages, and the stage
+        cache's key, use the same ones)."""
+        if self.pretraining_data is None:
+            self.pretraining_data = pretraining_texts(self.cfg.adaptive_pretraining, self.tokenized, self.tokenizer,
+                                                      self.cfg.model.max_length, self.cfg.seed, self.cfg.cache_dir)
+        return self.pretraining_data
 
     def stage_finished(self, name: str) -> bool:
         """Whether a killed run finished stage ``name`` and ``--resume`` will reuse it."""
