@@ -45,6 +45,7 @@ from pathlib import Path
 # the same source tasks and source stage as the learning curves
 from low_resource import compare, source_task, train_source
 from partial_results import load_partial, save_partial, write_final
+from run_clock import RunClock
 from tables import interval_text, print_table
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -112,7 +113,10 @@ def arm_config(args, arm: str, target: str, k: int, seed: int, work: Path) -> di
         training["contrastive"] = {"pair_iterations": args.pair_iterations, "loss": "cosine_similarity",
                                    "pooling": "mean", "batch_size": args.batch_size,
                                    "learning_rate": args.contrastive_lr}
+    # no stage cache: every arm trains, so its seconds are its own training's (a cached stage would
+    # take seconds from another run, and the accuracy would be the same)
     return {"model": {"name_or_path": model, "max_length": args.max_length}, "seed": seed, "baseline": False,
+            "stage_cache": False,
             "target": target_task(Path(args.data_dir), target, k, args.test_examples), "target_training": training}
 
 
@@ -212,6 +216,9 @@ def print_tables(summary: dict, arms, ks) -> None:
 
 
 # ---------------------------------------------------------------------------- main
+CLOCK = RunClock()  # an arm's seconds leave out the time the benchmark was paused (kill -STOP)
+
+
 def run_unit(args, target: str, arm: str, k: int, seed: int, work: Path) -> dict:
     t0 = time.perf_counter()
     if arm == "setfit":
@@ -220,7 +227,7 @@ def run_unit(args, target: str, arm: str, k: int, seed: int, work: Path) -> dict
         if arm.startswith("contrastive_transfer-"):
             train_source(args, arm.split("-", 1)[1], seed, work)
         result = run_textransfer(args, arm, target, k, seed, work)
-    return dict(result, seconds=round(time.perf_counter() - t0, 1))
+    return dict(result, seconds=round(CLOCK.seconds_since(t0), 1), paused_s=round(CLOCK.paused_since(t0), 1))
 
 
 def main(argv=None) -> int:

@@ -2,6 +2,9 @@
 `model.attn_implementation`. Behaviour only (never wall-clock time): same examples, same losses,
 plain saved models, checkpoints that resume."""
 
+import re
+from types import SimpleNamespace
+
 import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, BertConfig
@@ -10,6 +13,7 @@ from conftest import random_batch, token_dataset
 from textransfer import TrainingConfig, make_accelerator
 from textransfer.config import ModelConfig
 from textransfer.data.batching import Collator, batch_shapes, train_dataloader
+from textransfer.data.tokenization import check_max_length
 from textransfer.errors import ConfigError
 from textransfer.modeling.loading import head_parameter_names, load_for_classification, save_model, swap_head
 from textransfer.training.trainer import StageTrainer
@@ -34,6 +38,18 @@ def _trainer(model, tok, checkpoint_dir=None, resume=False, **kw):
 def test_training_config_errors_name_the_option(bad, name):
     with pytest.raises(ConfigError, match=name):
         TrainingConfig(**bad)
+
+
+def test_bucket_past_the_models_positions_is_refused_with_a_multiple_that_fits():
+    """max_length 100 with buckets of 32 pads the longest batches to 128 > the model's 112
+    positions: refused before training, naming the option; the suggested multiple passes."""
+    tokenizer, config = SimpleNamespace(model_max_length=10**30), BertConfig(max_position_embeddings=112)
+    with pytest.raises(ConfigError, match=r"`target_training.pad_to_multiple_of: 32` pads .* to 128") as err:
+        check_max_length(100, tokenizer, config, {"target_training": 32})
+    assert err.value.option == "target_training.pad_to_multiple_of"
+    fix = int(re.search(r"target_training.pad_to_multiple_of=(\d+)", str(err.value)).group(1))
+    check_max_length(100, tokenizer, config, {"target_training": fix})
+    check_max_length(100, tokenizer, config, {"target_training": None, "source_training": 4})
 
 
 def test_model_config_rejects_unknown_attention():

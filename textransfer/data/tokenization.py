@@ -13,7 +13,7 @@ Padding is not done here: batches are padded dynamically by the collator (see
 from __future__ import annotations
 
 import logging
-from typing import Optional
+from typing import Dict, Optional
 
 from datasets import Dataset, DatasetDict, IterableDataset
 from datasets.fingerprint import Hasher
@@ -45,13 +45,25 @@ def model_max_length(tokenizer: PreTrainedTokenizerBase, model_config=None) -> i
     return min(limits) if limits else FALLBACK_MAX_LENGTH
 
 
-def check_max_length(max_length: int, tokenizer: PreTrainedTokenizerBase, model_config=None) -> None:
+def check_max_length(max_length: int, tokenizer: PreTrainedTokenizerBase, model_config=None,
+                     buckets: Optional[Dict[str, Optional[int]]] = None) -> None:
+    """``max_length`` fits the model; so does each stage's longest bucket (``buckets``: a training
+    section's name -> its ``pad_to_multiple_of``), which rounds a batch's length up past it."""
     limit = model_max_length(tokenizer, model_config)
     if max_length > limit:
         raise ConfigError(
             f"`model.max_length: {max_length}` is beyond what the model accepts ({limit} tokens). "
             f"Set `model.max_length` to at most {limit}."
         )
+    for section, multiple in (buckets or {}).items():
+        longest = -(-max_length // multiple) * multiple if multiple else max_length
+        if longest > limit:
+            fits = [m for m in range(multiple, 0, -1) if -(-max_length // m) * m <= limit and max_length % m == 0]
+            raise ConfigError(
+                f"`{section}.pad_to_multiple_of: {multiple}` pads the longest batches ({max_length} tokens) to "
+                f"{longest}, beyond what the model accepts ({limit} tokens). Use a multiple that divides "
+                f"`model.max_length`, e.g. {section}.pad_to_multiple_of={fits[0]}, or lower `model.max_length`.",
+                option=f"{section}.pad_to_multiple_of")
 
 
 class _Tokenize:

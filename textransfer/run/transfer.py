@@ -62,7 +62,10 @@ def prepare(cfg: RunConfig):
     """Load and check everything a run needs; raises before any training on bad input."""
     tokenizer = load_tokenizer(cfg.model)
     model_config = load_model_config(cfg.model)
-    check_max_length(cfg.model.max_length, tokenizer, model_config)
+    buckets = {"target_training": cfg.target_training.pad_to_multiple_of}
+    if cfg.source is not None:
+        buckets["source_training"] = cfg.source_training.pad_to_multiple_of
+    check_max_length(cfg.model.max_length, tokenizer, model_config, buckets)
     tasks: Dict[str, TaskData] = {}
     # Loading runs several small datasets steps (filters, label maps, casts); their progress
     # bars say nothing useful, so they are hidden here. Tokenization keeps its bar.
