@@ -82,6 +82,8 @@ def make_parser():
     p.add_argument("--test-examples", type=int, default=None, help="cap on test rows (default: all SST-2 dev; kitchen 400)")
     p.add_argument("--resume", action="store_true", help="go on from OUT.partial, left by a stopped run")
     p.add_argument("--smoke", action="store_true", help="tiny sizes: a check, not a result")
+    p.add_argument("--table-only", action="store_true",
+                   help="print the table of the runs OUT.partial holds (a running or stopped run) and exit")
     return p
 
 
@@ -173,12 +175,19 @@ def unit_key(target: str, arm: str, k: int, seed: int) -> str:
 
 
 def summarise(done: dict, targets, arms, ks, seeds) -> dict:
+    """Per target and k, each arm's mean ± std over the seeds that every arm has finished (all of
+    them once the run is complete; fewer in a ``--table-only`` look at a stopped run, where a k
+    no seed has finished for every arm is left out)."""
     summary = {}
     for target in targets:
         for k in ks:
-            row, reference = {}, [done[unit_key(target, "setfit", k, s)] for s in seeds] if "setfit" in arms else None
+            finished = [s for s in seeds if all(unit_key(target, a, k, s) in done for a in arms)]
+            if not finished:
+                continue
+            row = {"seeds": finished}
+            reference = [done[unit_key(target, "setfit", k, s)] for s in finished] if "setfit" in arms else None
             for arm in arms:
-                runs = [done[unit_key(target, arm, k, s)] for s in seeds]
+                runs = [done[unit_key(target, arm, k, s)] for s in finished]
                 accs = [r["accuracy"] for r in runs]
                 row[arm] = {"mean": statistics.mean(accs), "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
                             "seconds": statistics.mean(r["seconds"] for r in runs), "runs": accs}
@@ -189,14 +198,16 @@ def summarise(done: dict, targets, arms, ks, seeds) -> dict:
     return summary
 
 
-def goals(summary: dict, arms) -> list:
-    """The issue's goals, each as ``(text, held)``."""
+def goals(summary: dict, arms, n_seeds: int) -> list:
+    """The issue's goals, each as ``(text, held)``, on the rows that have every seed."""
     out = []
     ours = [a for a in arms if a != "setfit"]
     related = [a for a in ours if a.split("-", 1)[-1] in RELATED and a.startswith("contrastive_transfer-")]
     for target, by_k in summary.items():
         for k, row in by_k.items():
             if "setfit" not in row:
+                continue
+            if len(row["seeds"]) < n_seeds:  # a partial row says nothing about the goal yet
                 continue
             best = max(ours, key=lambda a: row[a]["mean"])
             out.append((f"{target} k={k}: best textransfer arm {best} {100 * row[best]['mean']:.1f} >= SetFit "
@@ -209,8 +220,10 @@ def goals(summary: dict, arms) -> list:
 
 def print_tables(summary: dict, arms, ks) -> None:
     for target, by_k in summary.items():
+        seeds = "; ".join(f"k={k}: seeds {','.join(map(str, row['seeds']))}" for k, row in by_k.items())
         print_table(f"{target}: test accuracy, mean ± std over seeds (mean seconds per run); [95% interval of the "
-                    f"pooled difference to SetFit]; * ahead beyond noise, ! significantly worse", by_k, arms, ks,
+                    f"pooled difference to SetFit]; * ahead beyond noise, ! significantly worse ({seeds})",
+                    by_k, arms, [k for k in ks if str(k) in by_k],
                     lambda cell: f"{100 * cell['mean']:.1f} ± {100 * cell['std']:.1f} ({cell['seconds']:.0f} s)"
                                  f"{interval_text(cell.get('vs_setfit'))}")
 
@@ -220,14 +233,16 @@ CLOCK = RunClock()  # an arm's seconds leave out the time the benchmark was paus
 
 
 def run_unit(args, target: str, arm: str, k: int, seed: int, work: Path) -> dict:
+    """One run; ``seconds`` is the arm's own training and testing. A transfer arm's source model is
+    trained once per seed and source, on first use, and its time is ``source_seconds`` there."""
+    extra, t0 = {}, time.perf_counter()
+    source = arm.split("-", 1)[1] if arm.startswith("contrastive_transfer-") else None
+    if source is not None and not (work / f"source-{source}-{seed}" / "config.json").is_file():
+        train_source(args, source, seed, work)
+        extra["source_seconds"] = round(CLOCK.seconds_since(t0), 1)
     t0 = time.perf_counter()
-    if arm == "setfit":
-        result = run_setfit(args, target, k, seed)
-    else:
-        if arm.startswith("contrastive_transfer-"):
-            train_source(args, arm.split("-", 1)[1], seed, work)
-        result = run_textransfer(args, arm, target, k, seed, work)
-    return dict(result, seconds=round(CLOCK.seconds_since(t0), 1), paused_s=round(CLOCK.paused_since(t0), 1))
+    result = run_setfit(args, target, k, seed) if arm == "setfit" else run_textransfer(args, arm, target, k, seed, work)
+    return dict(result, **extra, seconds=round(CLOCK.seconds_since(t0), 1), paused_s=round(CLOCK.paused_since(t0), 1))
 
 
 def main(argv=None) -> int:
@@ -242,11 +257,16 @@ def main(argv=None) -> int:
         [a for a in args.arms.split(",") if a and a not in BASE_ARMS]
     if bad:
         sys.exit(f"unknown target, source or arm: {bad}; targets {TARGETS}, sources {SOURCES}, arms {BASE_ARMS}")
-    settings = {k: v for k, v in vars(args).items() if k not in ("out", "resume", "targets", "sources", "arms", "ks", "seeds")}
+    settings = {k: v for k, v in vars(args).items()
+                if k not in ("out", "resume", "targets", "sources", "arms", "ks", "seeds", "table_only")}
     out, partial, work = Path(args.out), Path(f"{args.out}.partial"), Path(f"{args.out}.work")
+    if args.table_only:
+        print_tables(summarise(load_partial(True, settings, partial, finished=out), targets, arms, ks, seeds), arms, ks)
+        return 0
     work.mkdir(exist_ok=True)
     done = load_partial(args.resume, settings, partial, finished=out)
-    units = [(t, a, k, s) for s in seeds for t in targets for k in ks for a in arms]
+    # k outermost: a stopped run leaves whole rows (every seed of the cheaper k first)
+    units = [(t, a, k, s) for k in ks for s in seeds for t in targets for a in arms]
     print(f"{sum(unit_key(*u) not in done for u in units)} of {len(units)} runs to do", flush=True)
     t_all = time.perf_counter()
     for target, arm, k, seed in units:
@@ -258,7 +278,7 @@ def main(argv=None) -> int:
                   flush=True)
     summary = summarise(done, targets, arms, ks, seeds)
     print_tables(summary, arms, ks)
-    checks = goals(summary, arms)
+    checks = goals(summary, arms, len(seeds))
     print("\nGoals:" if checks else "")
     for text, held in checks:
         print(f"  {'met   ' if held else 'NOT met'} {text}")
