@@ -34,7 +34,6 @@ Source models are kept in ``OUT.work/`` until the run completes.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -43,7 +42,8 @@ import time
 from pathlib import Path
 
 # the same source tasks and source stage as the learning curves
-from low_resource import compare, source_task, train_source
+from arm_run import run_arm_predictions
+from low_resource import compare, train_source
 from partial_results import load_partial, save_partial, write_final
 from run_clock import RunClock
 from tables import interval_text, print_table
@@ -124,17 +124,9 @@ def arm_config(args, arm: str, target: str, k: int, seed: int, work: Path) -> di
 
 def run_textransfer(args, arm: str, target: str, k: int, seed: int, work: Path) -> dict:
     """Train one arm; its test accuracy and predictions by test row."""
-    from textransfer import RunConfig, run_transfer
+    from textransfer import RunConfig
 
-    cfg = RunConfig.from_dict(arm_config(args, arm, target, k, seed, work))
-    with tempfile.TemporaryDirectory(prefix="few_shot_") as out:
-        results = run_transfer(cfg, output_dir=out, overwrite=True)
-        rows = [json.loads(line) for line in (Path(out) / "test_predictions.jsonl").read_text().splitlines()]
-    names = cfg.target.label_names
-    rows.sort(key=lambda r: r["row"])
-    return {"accuracy": results["target"]["transfer"]["metrics"]["accuracy"],
-            "predictions": [names.index(r["transfer"]["label"]) for r in rows],
-            "references": [names.index(r["label"]) for r in rows], "rows": [r["row"] for r in rows]}
+    return run_arm_predictions(RunConfig.from_dict(arm_config(args, arm, target, k, seed, work)), "few_shot_")
 
 
 # ---------------------------------------------------------------------------- SetFit

@@ -38,17 +38,16 @@ from it with the same settings, and may add arms, sources, ks or seeds. Source m
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from tables import interval_text, print_table
 from partial_results import load_partial, save_partial, write_final
+from arm_run import run_arm_predictions
 from source_stage import train_source_model
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -161,16 +160,9 @@ def target_steps(args, k: int):
 
 def run_arm(args, method: str, source: str, k: int, seed: int, work: Path) -> dict:
     """Train one arm; its test accuracy and predictions (in SST-2 dev's row order)."""
-    from textransfer import RunConfig, run_transfer
+    from textransfer import RunConfig
 
-    cfg = RunConfig.from_dict(arm_config(args, method, source, k, seed, work))
-    with tempfile.TemporaryDirectory(prefix="low_resource_") as out:
-        results = run_transfer(cfg, output_dir=out, overwrite=True)
-        rows = [json.loads(line) for line in (Path(out) / "test_predictions.jsonl").read_text().splitlines()]
-    names = cfg.target.label_names
-    return {"accuracy": results["target"]["transfer"]["metrics"]["accuracy"],
-            "predictions": [names.index(r["transfer"]["label"]) for r in rows],
-            "references": [names.index(r["label"]) for r in rows]}
+    return run_arm_predictions(RunConfig.from_dict(arm_config(args, method, source, k, seed, work)), "low_resource_")
 
 
 def train_source(args, source: str, seed: int, work: Path) -> None:
