@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from transformers import AutoModelForSequenceClassification, BertConfig
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig
 
 from conftest import random_batch, token_dataset
 from textransfer import TrainingConfig, make_accelerator
@@ -108,6 +108,20 @@ def test_attn_implementation_reaches_the_model_and_survives_a_head_swap(tiny_ber
     batch["attention_mask"][0, 6:] = 0
     with torch.no_grad():
         torch.testing.assert_close(eager.eval()(**batch).logits, default.eval()(**batch).logits, atol=1e-5, rtol=1e-5)
+
+
+def test_a_model_trained_with_eager_attention_ships_with_the_default_kernel(tiny_bert_dir, tmp_path):
+    """The kernel is a training-time choice (config/model.py): the saved config.json leaves it out,
+    so the shipped model loads with transformers' default and answers as trained."""
+    eager = load_for_classification(ModelConfig(name_or_path=tiny_bert_dir, attn_implementation="eager"), ["a", "b"])
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    save_model(eager, tokenizer, tmp_path / "model")
+    shipped = AutoModelForSequenceClassification.from_pretrained(tmp_path / "model")
+    assert shipped.config._attn_implementation == "sdpa"
+    batch = random_batch(batch=3, length=10)
+    batch["attention_mask"][1, 4:] = 0
+    with torch.no_grad():
+        torch.testing.assert_close(shipped.eval()(**batch).logits, eager.eval()(**batch).logits, atol=1e-5, rtol=1e-5)
 
 
 def test_compiled_training_matches_eager_saves_plain_and_resumes(pad_tokenizer, tmp_path):

@@ -22,7 +22,10 @@ class ModelConfig:
         attn_implementation (`str`, *optional*): the attention kernel, ``"sdpa"``
             (``torch.nn.functional.scaled_dot_product_attention``) or ``"eager"`` (transformers'
             own matmul-softmax-matmul); null keeps transformers' default, which is ``"sdpa"`` for
-            BERT-style encoders in transformers 5.
+            BERT-style encoders in transformers 5. A training-time choice: the shipped
+            ``config.json`` does not record it (transformers keeps the kernel out of the saved
+            config), so ``pipeline`` and ``predict`` load the model with the default kernel; the two
+            compute the same function (logits equal to float rounding, about 1e-6).
     """
 
     name_or_path: str = option("sentence-transformers/all-MiniLM-L6-v2", help="Hub model id or local folder.")
