@@ -58,6 +58,12 @@ class TrainingConfig:
             ``head_warmup_epochs``).
         contrastive (`ContrastiveConfig`, *optional*): a contrastive phase at the start of the
             stage, on its own labelled examples (SetFit; ``config/contrastive.py``).
+        linear_probe (`bool`): LP-FT's probe fitted to convergence: before the classification
+            training (after the contrastive phase), the classifier's final linear layer alone is
+            fitted by L-BFGS logistic regression on the frozen model's features of the training
+            examples (``training/linear_probe.py``); ``head_warmup_*`` may still follow.
+        linear_probe_c (`float`): the probe's inverse L2 strength, as sklearn's
+            ``LogisticRegression(C=...)`` (SetFit's head uses its default, 1.0).
     """
 
     # transformers.TrainingArguments names people carry over from Trainer scripts -> ours
@@ -105,6 +111,9 @@ class TrainingConfig:
     contrastive: Optional[ContrastiveConfig] = option(
         None, help="SetFit-style contrastive training of the encoder on the stage's labelled pairs before its "
                    "classification training (e.g. {pair_iterations: 20, loss: cosine_similarity}).")
+    linear_probe: bool = option(False, help="LP-FT's probe to convergence: fit the final linear layer alone by "
+                                            "logistic regression on the frozen model's features first.")
+    linear_probe_c: float = option(1.0, help="The probe's inverse L2 strength (sklearn's C).")
 
     def __post_init__(self):
         positive = ("num_epochs", "batch_size", "eval_batch_size", "gradient_accumulation_steps")
@@ -130,6 +139,8 @@ class TrainingConfig:
         if self.head_warmup_epochs < 0 or (self.head_warmup_steps is not None and self.head_warmup_steps < 1):
             raise ConfigError(f"`head_warmup_epochs` must be >= 0 and `head_warmup_steps` >= 1 (or null); got "
                               f"{self.head_warmup_epochs} and {self.head_warmup_steps}.")
+        if self.linear_probe_c <= 0:
+            raise ConfigError(f"`linear_probe_c` must be > 0, got {self.linear_probe_c}.")
         if self.layerwise_lr_decay is not None and not 0.0 < self.layerwise_lr_decay <= 1.0:
             raise ConfigError(f"`layerwise_lr_decay` must be in (0, 1], got {self.layerwise_lr_decay}.")
 

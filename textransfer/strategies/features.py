@@ -301,6 +301,9 @@ class Features(Strategy):
         if args.contrastive is not None and args.contrastive.enabled:  # the encoder is frozen here
             logger.warning("`target_training.contrastive` does not apply to strategy `features` (its encoder is "
                            "frozen); the no-transfer baseline still gets it.")
+        if args.linear_probe:  # this strategy's head fit is its own (strategy.head)
+            logger.warning("`target_training.linear_probe` does not apply to strategy `features`, which fits its "
+                           "head itself (`strategy.head: logistic` is the same fit); the baseline still gets it.")
         model, source = self.target_model(run)
         head, feature_source, which = model_head(model, cfg.head)
         model.requires_grad_(False)

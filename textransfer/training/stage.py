@@ -22,6 +22,7 @@ from ..modeling.layerwise import classification_model
 from ..modeling.loading import head_parameter_names
 from .checkpointing import StageCheckpoints, load_stage_model, record_stage, stage_done
 from .contrastive import contrastive_phase
+from .linear_probe import linear_probe
 from .results import StageSummary, TestPredictions
 from .trainer import StageTrainer
 
@@ -89,6 +90,7 @@ def train_stage(name: str, model, spec: StageSpec, env: StageEnvironment) -> Sta
     # SetFit's encoder phase (`args.contrastive`), on the HF model before any strategy wraps it:
     # the classification training below then runs on the standard forward, as pipeline does
     contrastive = contrastive_phase(name, model, train_ds, spec.args, env.tokenizer, env.accelerator, env.cfg.seed)
+    probe = linear_probe(name, model, train_ds, spec.args, env.tokenizer, env.accelerator)  # LP-FT's converged LP
     trainer = (spec.trainer_factory or StageTrainer)(
         model, env.tokenizer, spec.args, env.accelerator, env.cfg.metrics, seed=env.cfg.seed,
         head_parameters=head_parameter_names(model),
@@ -101,6 +103,8 @@ def train_stage(name: str, model, spec: StageSpec, env: StageEnvironment) -> Sta
     summary = summarise(spec.task_name, result, test, report)
     if contrastive is not None:
         summary.extra["contrastive"] = contrastive.to_dict()
+    if probe is not None:
+        summary.extra["linear_probe"] = probe.to_dict()
     outcome = StageOutcome(classification_model(trainer.model), summary, test)
     if env.checkpoint_root is not None:
         # every stage's model is kept: a later stage, a strategy (e.g. a source-only baseline
