@@ -25,6 +25,8 @@ SetFit with a 95% paired-bootstrap interval over the test rows, and whether the 
 python benchmarks/few_shot.py --data-dir ../shared/data --out few_shot.json
 python benchmarks/few_shot.py --data-dir ../shared/data --smoke --out /tmp/fs.json          # a check
 python benchmarks/few_shot.py --data-dir ../shared/data --out few_shot.json --resume       # go on after a stop
+python benchmarks/few_shot.py --data-dir ../shared/data --out few_shot.json --resume --jobs 2   # two runs at a time, 1 thread each
+python benchmarks/few_shot.py --data-dir ../shared/data --out few_shot.json --table-only   # the rows finished so far
 ```
 
 Every finished run is added to ``OUT.partial``; ``--resume`` goes on from it with the same settings.
@@ -34,6 +36,8 @@ Source models are kept in ``OUT.work/`` until the run completes.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import multiprocessing
 import os
 import statistics
 import sys
@@ -81,6 +85,8 @@ def make_parser():
     p.add_argument("--contrastive-lr", type=float, default=2e-5, help="contrastive and SetFit: body learning rate")
     p.add_argument("--test-examples", type=int, default=None, help="cap on test rows (default: all SST-2 dev; kitchen 400)")
     p.add_argument("--resume", action="store_true", help="go on from OUT.partial, left by a stopped run")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs at a time, each in its own process with cpu_count/jobs torch threads")
     p.add_argument("--smoke", action="store_true", help="tiny sizes: a check, not a result")
     p.add_argument("--table-only", action="store_true",
                    help="print the table of the runs OUT.partial holds (a running or stopped run) and exit")
@@ -225,16 +231,59 @@ CLOCK = RunClock()  # an arm's seconds leave out the time the benchmark was paus
 
 
 def run_unit(args, target: str, arm: str, k: int, seed: int, work: Path) -> dict:
-    """One run; ``seconds`` is the arm's own training and testing. A transfer arm's source model is
-    trained once per seed and source, on first use, and its time is ``source_seconds`` there."""
-    extra, t0 = {}, time.perf_counter()
-    source = arm.split("-", 1)[1] if arm.startswith("contrastive_transfer-") else None
-    if source is not None and not (work / f"source-{source}-{seed}" / "config.json").is_file():
-        train_source(args, source, seed, work)
-        extra["source_seconds"] = round(CLOCK.seconds_since(t0), 1)
+    """One run (its source model already trained); ``seconds`` is the arm's own training and testing."""
+    import torch
+
     t0 = time.perf_counter()
     result = run_setfit(args, target, k, seed) if arm == "setfit" else run_textransfer(args, arm, target, k, seed, work)
-    return dict(result, **extra, seconds=round(CLOCK.seconds_since(t0), 1), paused_s=round(CLOCK.paused_since(t0), 1))
+    return dict(result, seconds=round(CLOCK.seconds_since(t0), 1), paused_s=round(CLOCK.paused_since(t0), 1),
+                threads=torch.get_num_threads())
+
+
+def source_of(arm: str):
+    return arm.split("-", 1)[1] if arm.startswith("contrastive_transfer-") else None
+
+
+def source_key(source: str, seed: int) -> str:
+    return f"source:{source}:s{seed}"
+
+
+def time_source(args, source: str, seed: int, work: Path) -> dict:
+    """Train one source model (once per source and seed, shared by every target and k)."""
+    t0 = time.perf_counter()
+    train_source(args, source, seed, work)
+    return {"seconds": round(CLOCK.seconds_since(t0), 1)}
+
+
+def set_worker_threads(jobs: int) -> None:
+    """A worker's share of the cores (more threads than cores only thrash)."""
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // jobs))
+
+
+def run_all(args, todo: list, work: Path, record) -> None:
+    """The source models the runs need, then the runs, ``args.jobs`` at a time; ``record(key, result)``
+    after each. Sources first: two parallel runs must never train the same source model."""
+    sources = sorted({(source_of(arm), seed) for _, arm, _, seed in todo if source_of(arm)},
+                     key=lambda p: (p[1], p[0]))
+    sources = [p for p in sources if not (work / f"source-{p[0]}-{p[1]}" / "config.json").is_file()]
+    if args.jobs == 1:
+        for source, seed in sources:
+            record(source_key(source, seed), time_source(args, source, seed, work))
+        for unit in todo:
+            record(unit_key(*unit), run_unit(args, *unit, work))
+        return
+    # separate processes, not threads: each run owns its torch threads and its memory
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=ctx, initializer=set_worker_threads,
+                                                initargs=(args.jobs,)) as pool:
+        trainings = {pool.submit(time_source, args, src, seed, work): source_key(src, seed) for src, seed in sources}
+        for future in concurrent.futures.as_completed(trainings):  # all of them before any run starts
+            record(trainings[future], future.result())
+        runs = {pool.submit(run_unit, args, *unit, work): unit_key(*unit) for unit in todo}
+        for future in concurrent.futures.as_completed(runs):
+            record(runs[future], future.result())
 
 
 def main(argv=None) -> int:
@@ -249,8 +298,10 @@ def main(argv=None) -> int:
         [a for a in args.arms.split(",") if a and a not in BASE_ARMS]
     if bad:
         sys.exit(f"unknown target, source or arm: {bad}; targets {TARGETS}, sources {SOURCES}, arms {BASE_ARMS}")
+    if args.jobs < 1:
+        sys.exit("--jobs must be >= 1")
     settings = {k: v for k, v in vars(args).items()
-                if k not in ("out", "resume", "targets", "sources", "arms", "ks", "seeds", "table_only")}
+                if k not in ("out", "resume", "targets", "sources", "arms", "ks", "seeds", "table_only", "jobs")}
     out, partial, work = Path(args.out), Path(f"{args.out}.partial"), Path(f"{args.out}.work")
     if args.table_only:
         print_tables(summarise(load_partial(True, settings, partial, finished=out), targets, arms, ks, seeds), arms, ks)
@@ -259,15 +310,17 @@ def main(argv=None) -> int:
     done = load_partial(args.resume, settings, partial, finished=out)
     # k outermost: a stopped run leaves whole rows (every seed of the cheaper k first)
     units = [(t, a, k, s) for k in ks for s in seeds for t in targets for a in arms]
-    print(f"{sum(unit_key(*u) not in done for u in units)} of {len(units)} runs to do", flush=True)
-    t_all = time.perf_counter()
-    for target, arm, k, seed in units:
-        key = unit_key(target, arm, k, seed)
-        if key not in done:
-            done[key] = run_unit(args, target, arm, k, seed, work)
-            save_partial(partial, done, settings)
-            print(f"[{len(done)}/{len(units)}] {key}: {100 * done[key]['accuracy']:.1f} ({done[key]['seconds']:.0f} s)",
-                  flush=True)
+    todo = [u for u in units if unit_key(*u) not in done]
+    print(f"{len(todo)} of {len(units)} runs to do, {args.jobs} at a time", flush=True)
+    t_all, keys = time.perf_counter(), {unit_key(*u) for u in units}
+
+    def record(key: str, result: dict) -> None:
+        done[key] = result
+        save_partial(partial, done, settings)
+        what = f"{100 * result['accuracy']:.1f} " if "accuracy" in result else "source model trained "
+        print(f"[{len(keys & set(done))}/{len(units)}] {key}: {what}({result['seconds']:.0f} s)", flush=True)
+
+    run_all(args, todo, work, record)
     summary = summarise(done, targets, arms, ks, seeds)
     print_tables(summary, arms, ks)
     checks = goals(summary, arms, len(seeds))
@@ -275,7 +328,8 @@ def main(argv=None) -> int:
     for text, held in checks:
         print(f"  {'met   ' if held else 'NOT met'} {text}")
     total = time.perf_counter() - t_all
-    print(f"\nCost: {total / 60:.1f} min wall-clock this invocation on {os.cpu_count()} cores; seeds {seeds}")
+    print(f"\nCost: {total / 60:.1f} min wall-clock this invocation, {args.jobs} job(s) on {os.cpu_count()} cores; "
+          f"seeds {seeds}")
     write_final(out, {"ks": ks, "seeds": seeds, "targets": targets, "arms": arms, "results": summary,
                       "goals": [{"goal": t, "met": h} for t, h in checks], "wall_s": round(total, 1),
                       "settings": settings, "runs": done}, partial, work)
