@@ -152,6 +152,10 @@ def run_setfit(args, target: str, k: int, seed: int) -> dict:
     task = load_task(build(TaskConfig, target_task(Path(args.data_dir), target, k, args.test_examples), "target."))
     train, test = task.splits["train"], task.splits["test"]
     model = SetFitModel.from_pretrained(resolve_model_path(args.model))
+    # the same tokens as every other arm: SetFit's `max_length` only reaches a differentiable head, and
+    # the body would otherwise train and predict at its own limit (256 for MiniLM), seeing up to 4x more
+    # of a long review than the textransfer arms do
+    model.model_body.max_seq_length = args.max_length
     with tempfile.TemporaryDirectory(prefix="few_shot_setfit_") as scratch:  # SetFit's checkpoints, not kept
         training = TrainingArguments(batch_size=args.batch_size, num_iterations=args.pair_iterations, num_epochs=1,
                                      body_learning_rate=args.contrastive_lr, max_length=args.max_length, seed=seed,
