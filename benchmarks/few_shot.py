@@ -50,6 +50,7 @@ from arm_run import run_arm_predictions
 from low_resource import compare, train_source
 from partial_results import load_partial, save_partial, write_final
 from run_clock import RunClock
+from source_stage import source_folder
 from tables import interval_text, print_table
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -108,9 +109,7 @@ def target_task(data_dir: Path, target: str, k: int, test_cap) -> dict:
 # ---------------------------------------------------------------------------- textransfer arms
 def arm_config(args, arm: str, target: str, k: int, seed: int, work: Path) -> dict:
     """One textransfer arm's run config (``RunConfig.from_dict``): target-only, no validation choice."""
-    model = args.model
-    if arm.startswith("contrastive_transfer-"):
-        model = str(work / f"source-{arm.split('-', 1)[1]}-{seed}")
+    model = args.model if source_of(arm) is None else str(source_folder(work, source_of(arm), seed))
     training = {"batch_size": args.batch_size, "learning_rate": args.learning_rate, "eval_batch_size": 64,
                 "num_epochs": 1000, "max_steps": args.target_steps, "eval_every_epoch": False,
                 "load_best_model_at_end": False}
@@ -204,7 +203,7 @@ def goals(summary: dict, arms, n_seeds: int) -> list:
     """The issue's goals, each as ``(text, held)``, on the rows that have every seed."""
     out = []
     ours = [a for a in arms if a != "setfit"]
-    related = [a for a in ours if a.split("-", 1)[-1] in RELATED and a.startswith("contrastive_transfer-")]
+    related = [a for a in ours if source_of(a) in RELATED]
     for target, by_k in summary.items():
         for k, row in by_k.items():
             if "setfit" not in row:
@@ -271,7 +270,7 @@ def run_all(args, todo: list, work: Path, record) -> None:
     after each. Sources first: two parallel runs must never train the same source model."""
     sources = sorted({(source_of(arm), seed) for _, arm, _, seed in todo if source_of(arm)},
                      key=lambda p: (p[1], p[0]))
-    sources = [p for p in sources if not (work / f"source-{p[0]}-{p[1]}" / "config.json").is_file()]
+    sources = [p for p in sources if not (source_folder(work, *p) / "config.json").is_file()]
     if args.jobs == 1:
         for source, seed in sources:
             record(source_key(source, seed), time_source(args, source, seed, work))

@@ -48,7 +48,7 @@ from pathlib import Path
 from tables import interval_text, print_table
 from partial_results import load_partial, save_partial, write_final
 from arm_run import run_arm_predictions
-from source_stage import train_source_model
+from source_stage import source_folder, train_source_model
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -122,7 +122,7 @@ def arm_config(args, method: str, source: str, k: int, seed: int, work: Path) ->
     """The run config of one arm (a dict for ``RunConfig.from_dict``)."""
     d = Path(args.data_dir)
     pretrained = {"name_or_path": args.model, "max_length": args.max_length}
-    source_tuned = {"name_or_path": str(work / f"source-{source}-{seed}"), "max_length": args.max_length}
+    source_tuned = {"name_or_path": str(source_folder(work, source, seed)), "max_length": args.max_length}
     training = {"batch_size": args.batch_size, "learning_rate": args.learning_rate, "eval_batch_size": 64,
                 "num_epochs": args.target_epochs, "max_steps": target_steps(args, k)}
     tapt = {"before": ["target"], "text": "files", "files": [str(unlabelled_sentences(d, args.tapt_sentences,
@@ -169,7 +169,7 @@ def train_source(args, source: str, seed: int, work: Path) -> None:
     """The source stage of one seed, saved as a model folder the arms load."""
     from textransfer import RunConfig
 
-    folder = work / f"source-{source}-{seed}"
+    folder = source_folder(work, source, seed)
     if (folder / "config.json").is_file():
         return
     cfg = RunConfig.from_dict({

@@ -6,6 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def source_folder(work: Path, source: str, seed: int) -> Path:
+    """Where a benchmark keeps the source model of ``source`` trained under ``seed``."""
+    return work / f"source-{source}-{seed}"
+
+
 def train_source_model(cfg, folder: Path, name: str) -> None:
     """Train ``cfg``'s source stage (its ``source_training``) and save the model in ``folder``.
 

@@ -46,7 +46,7 @@ import time
 from pathlib import Path
 
 from partial_results import load_partial, save_partial, write_final
-from source_stage import train_source_model
+from source_stage import source_folder, train_source_model
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -123,7 +123,7 @@ def train_source(args, source: str, seed: int, work: Path) -> Path:
     """The source stage of one seed, saved as a model folder (a candidate, and the transfer arm's start)."""
     from textransfer import RunConfig
 
-    folder = work / f"source-{source}-{seed}"
+    folder = source_folder(work, source, seed)
     if (folder / "config.json").is_file():
         return folder
     cfg = RunConfig.from_dict({
@@ -172,7 +172,7 @@ def score_sources(args, target: str, sources, seed: int, work: Path) -> dict:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(yaml.safe_dump(source_task(args, source)))
         files.append(str(path))
-    models = [str(work / f"source-{s}-{seed}") for s in sources]
+    models = [str(source_folder(work, s, seed)) for s in sources]
     t0 = time.perf_counter()
     report = rank(cfg, models + files, work / f"rank-{target}-{seed}", options=RankConfig(max_examples=2 * args.k))
     seconds = time.perf_counter() - t0

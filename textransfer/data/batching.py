@@ -148,6 +148,12 @@ def train_dataloader(ds, tokenizer, batch_size: int, seed: int, group_by_length:
     return DataLoader(ds, batch_sampler=sampler, collate_fn=Collator(tokenizer, pad_to_multiple_of))
 
 
+def bucket_length(length: int, pad_to_multiple_of: Optional[int]) -> int:
+    """The padded length of a batch whose longest example has ``length`` tokens (the collator's
+    ``pad_to_multiple_of`` rounding; none: the length itself)."""
+    return -(-int(length) // pad_to_multiple_of) * pad_to_multiple_of if pad_to_multiple_of else int(length)
+
+
 def batch_shapes(lengths: Sequence[int], batch_size: int, pad_to_multiple_of: int) -> Set[Tuple[int, int]]:
     """Every ``(examples, tokens)`` shape a length-bucketed loader of these examples can produce.
 
@@ -157,7 +163,7 @@ def batch_shapes(lengths: Sequence[int], batch_size: int, pad_to_multiple_of: in
     """
     n = len(lengths)
     sizes = {min(batch_size, n)} | ({n % batch_size} if n % batch_size else set())
-    tokens = {-(-int(length) // pad_to_multiple_of) * pad_to_multiple_of for length in lengths}
+    tokens = {bucket_length(length, pad_to_multiple_of) for length in lengths}
     return {(size, t) for size in sizes for t in tokens}
 
 

@@ -20,6 +20,7 @@ from datasets.fingerprint import Hasher
 from transformers import PreTrainedTokenizerBase
 
 from ..errors import ConfigError
+from .batching import bucket_length
 
 logger = logging.getLogger(__name__)
 
@@ -56,13 +57,14 @@ def check_max_length(max_length: int, tokenizer: PreTrainedTokenizerBase, model_
             f"Set `model.max_length` to at most {limit}."
         )
     for section, multiple in (buckets or {}).items():
-        longest = -(-max_length // multiple) * multiple if multiple else max_length
+        longest = bucket_length(max_length, multiple)
         if longest > limit:
-            fits = [m for m in range(multiple, 0, -1) if -(-max_length // m) * m <= limit and max_length % m == 0]
+            # a divisor of max_length pads it to itself, which fits (checked above)
+            fits = next(m for m in range(multiple, 0, -1) if max_length % m == 0)
             raise ConfigError(
                 f"`{section}.pad_to_multiple_of: {multiple}` pads the longest batches ({max_length} tokens) to "
                 f"{longest}, beyond what the model accepts ({limit} tokens). Use a multiple that divides "
-                f"`model.max_length`, e.g. {section}.pad_to_multiple_of={fits[0]}, or lower `model.max_length`.",
+                f"`model.max_length`, e.g. {section}.pad_to_multiple_of={fits}, or lower `model.max_length`.",
                 option=f"{section}.pad_to_multiple_of")
 
 

@@ -53,12 +53,12 @@ from tqdm.auto import tqdm
 
 from ..config import RunConfig
 from ..config.strategies import FeaturesConfig
-from ..data.batching import eval_dataloader, sort_by_length
 from ..errors import ConfigError
 from ..metrics.scores import compute_metrics
 from ..modeling.freezing import parameter_report
 from ..modeling.heads import FINAL_LAYER_NAMES, final_linear  # noqa: F401 (features.final_linear)
 from ..modeling.loading import swap_head
+from ..training.layer_features import encode
 from ..training.results import StageSummary, TestPredictions
 from ..training.selection import is_better
 from .base import RunContext, Strategy, TransferOutcome
@@ -149,30 +149,6 @@ def model_head(model, kind: str) -> Tuple[torch.nn.Module, torch.nn.Module, str]
 
 
 # ---------------------------------------------------------------------------- features
-@torch.no_grad()
-def encode(model, ds, tokenizer, batch_size: int, device, source: torch.nn.Module,
-           which: str) -> Dict[str, Any]:
-    """Features, the model's logits, the labels and the row ids of ``ds`` (length-sorted order):
-    one forward pass of ``model`` per batch, in eval mode, the features taken by a hook on ``source``."""
-    model.eval()
-    ordered = sort_by_length(ds)
-    caught: List[torch.Tensor] = []
-
-    def hook(_module, inputs, output):
-        caught.append(inputs[0] if which == "input" else output[0][:, 0])
-
-    handle = source.register_forward_hook(hook)
-    logits, labels = [], []
-    try:
-        for batch in eval_dataloader(ordered, tokenizer, batch_size):
-            labels.append(batch.pop("labels"))
-            logits.append(model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu())
-    finally:
-        handle.remove()
-    return {"features": torch.cat([f.float().cpu() for f in caught]), "logits": torch.cat(logits),
-            "labels": torch.cat(labels), "rows": list(ordered["row"]) if "row" in ordered.column_names else None}
-
-
 def check_head_reproduces(head: torch.nn.Module, cached: Dict[str, torch.Tensor], model_type: str, kind: str) -> None:
     """Stop if ``head`` on the cached features does not give the logits the whole model gave."""
     head.eval()

@@ -29,9 +29,9 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from ..config import TrainingConfig
-from ..data.batching import EXAMPLE_WEIGHTS_COLUMN, eval_dataloader, sort_by_length
 from ..errors import ConfigError
 from ..modeling.heads import final_linear
+from .layer_features import encode
 
 # one L-BFGS call runs up to this many iterations; calls repeat until the loss stops moving
 LBFGS_ITERATIONS = 100
@@ -55,25 +55,15 @@ class LinearProbeSummary:
         return asdict(self)
 
 
-@torch.no_grad()
 def final_layer_inputs(model, ds, tokenizer, batch_size: int, device) -> Dict[str, torch.Tensor]:
     """``features`` (the input of the model's final linear layer, in eval mode), ``labels`` and
-    ``weights`` (the examples' weights where the split has them, else ones) of ``ds``."""
-    layer, caught, labels, weights = final_linear(model), [], [], []
-    ordered = sort_by_length(ds) if "length" in ds.column_names else ds  # less padding; the order is irrelevant
+    ``weights`` (the examples' weights where the split has them, else ones) of ``ds``, on ``device``."""
     was_training = model.training
-    model.eval()
-    handle = layer.register_forward_hook(lambda _m, inputs, _out: caught.append(inputs[0].float()))
     try:
-        for batch in eval_dataloader(ordered, tokenizer, batch_size):
-            labels.append(batch.pop("labels"))
-            weights.append(batch.pop(EXAMPLE_WEIGHTS_COLUMN, torch.ones(len(labels[-1]))))
-            model(**{k: v.to(device) for k, v in batch.items()})
+        cached = encode(model, ds, tokenizer, batch_size, device, final_linear(model), "input")
     finally:
-        handle.remove()
         model.train(was_training)
-    return {"features": torch.cat(caught), "labels": torch.cat(labels).to(device),
-            "weights": torch.cat(weights).float().to(device)}
+    return {name: cached[name].to(device) for name in ("features", "labels", "weights")}
 
 
 def probe_objective(layer: torch.nn.Linear, data: Dict[str, torch.Tensor], c: float) -> torch.Tensor:
