@@ -26,6 +26,13 @@ class ModelConfig:
             ``config.json`` does not record it (transformers keeps the kernel out of the saved
             config), so ``pipeline`` and ``predict`` load the model with the default kernel; the two
             compute the same function (logits equal to float rounding, about 1e-6).
+        keep_head (`bool`): start from the checkpoint's own trained classification head instead of
+            a new one, where ``name_or_path`` is a sequence classifier whose labels are the stage's
+            task's (the same names in the same order): sequential transfer between tasks that
+            share labels, e.g. a sentiment classifier trained on movie reviews, fine-tuned on a
+            handful of product reviews, keeps what its head learned. Every stage that starts from
+            the checkpoint (the baseline too) keeps it; a checkpoint without a classification head,
+            or with other labels, is an error.
     """
 
     name_or_path: str = option("sentence-transformers/all-MiniLM-L6-v2", help="Hub model id or local folder.")
@@ -33,6 +40,8 @@ class ModelConfig:
     revision: Optional[str] = option(None, help="Hub revision of the model.")
     attn_implementation: Optional[str] = option(
         None, help="Attention kernel: sdpa or eager (null: transformers' default, sdpa for BERT-style encoders).")
+    keep_head: bool = option(False, help="Start from the checkpoint's trained classification head (a classifier "
+                             "with the task's labels, in order) instead of a new head.")
 
     def __post_init__(self):
         if self.max_length < 2:

@@ -121,10 +121,13 @@ def load_for_classification(cfg: ModelConfig, label_names: List[str]) -> PreTrai
     Only the encoder is read from the checkpoint (``AutoModel``), so a checkpoint that carries
     a head of its own (a model fine-tuned on another task) loads the same way as a bare encoder.
     Raises a `ConfigError` if encoder weights are missing from the checkpoint, which means the
-    checkpoint does not fit the architecture.
+    checkpoint does not fit the architecture. With ``cfg.keep_head`` the checkpoint's own head is
+    kept instead (`load_with_head`).
     """
     path = resolve_model_path(cfg.name_or_path)
     config = load_model_config(cfg)
+    if cfg.keep_head:
+        return load_with_head(cfg, path, config, label_names)
     try:
         with quiet_transformers():
             encoder, info = AutoModel.from_pretrained(
@@ -140,6 +143,35 @@ def load_for_classification(cfg: ModelConfig, label_names: List[str]) -> PreTrai
             f"{missing[:5]}; it does not fit a {config.model_type} model."
         )
     return attach_head(encoder, label_names)
+
+
+def load_with_head(cfg: ModelConfig, path: str, config, label_names: List[str]) -> PreTrainedModel:
+    """The checkpoint as the sequence classifier it is, trained head included (``model.keep_head``);
+    its labels must be ``label_names``, in order, or the head would predict other classes."""
+    if not any(str(a).endswith("ForSequenceClassification") for a in (config.architectures or [])):
+        raise ConfigError(
+            f"`model.keep_head: true`: {cfg.name_or_path} is not a sequence classifier (architectures "
+            f"{config.architectures}), so it has no trained head to keep; set `model.keep_head: false` "
+            f"for a new head.")
+    saved = [config.id2label[i] for i in range(config.num_labels)]
+    if saved != list(label_names):
+        raise ConfigError(
+            f"`model.keep_head: true`: the head of {cfg.name_or_path} predicts {saved}, the task's labels are "
+            f"{list(label_names)}; a head is kept only for the same labels in the same order (set the task's "
+            f"`label_names` to {saved} if they are the same classes), or set `model.keep_head: false` for a new head.")
+    config.problem_type = "single_label_classification"
+    try:
+        with quiet_transformers():
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                path, config=config, revision=cfg.revision, output_loading_info=True, dtype=torch.float32,
+                attn_implementation=cfg.attn_implementation)
+    except (OSError, ValueError) as err:
+        raise _load_error(cfg, err) from None
+    missing = [k for k in info.get("missing_keys", []) if "position_ids" not in k]
+    if missing:
+        raise ConfigError(f"`model.keep_head: true`: {cfg.name_or_path} lacks weights {missing[:5]}; its head "
+                          f"cannot be kept whole. Set `model.keep_head: false` for a new head.")
+    return model
 
 
 def set_labels(config, label_names: List[str]) -> None:
