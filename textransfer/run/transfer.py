@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import time
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
@@ -38,6 +39,7 @@ from accelerate import PartialState
 
 from ..config import AutoConfig, RunConfig
 from ..data.loading import TaskData, load_task
+from ..data.overlap import seen_test_rows
 from ..data.tokenization import check_max_length, tokenize_splits
 from ..errors import ConfigError
 from ..files import check_output_dir
@@ -53,6 +55,8 @@ from .auto import CANDIDATES_FOLDER, candidate_config, finish_auto
 from .outputs import finish_run
 from .shipping import SharedBaseline, select_arm
 from .verdict import judge_transfer, warn_if_imbalanced
+
+logger = logging.getLogger(__name__)
 
 # the baselines `compare` shares across its runs: baseline kind -> the baseline trained for it
 BaselineCache = Dict[str, SharedBaseline]
@@ -112,6 +116,10 @@ def run_transfer(cfg: RunConfig, output_dir: Optional[str] = None, overwrite: Op
     target = run.tasks["target"]
     imbalance = warn_if_imbalanced(cfg, (target.info.get("class_counts") or {}).get("test"), target.label_names,
                                    main_process=run.accelerator.is_main_process)
+    overlap = seen_test_rows(run.tasks)
+    leak = overlap.warning() if overlap is not None else None
+    if leak and run.accelerator.is_main_process:
+        logger.warning(leak)
     outcome = train_transfer_arm(strategy, run, clock)
     results = RunResults(model=cfg.model.name_or_path, seed=cfg.seed, strategy=dataclasses.asdict(strategy.config),
                          target=target_results(target, outcome),
@@ -123,6 +131,10 @@ def run_transfer(cfg: RunConfig, output_dir: Optional[str] = None, overwrite: Op
         results.verdict = judge_transfer(outcome.test, baseline.baseline.test, cfg, target.num_labels)
     if imbalance:
         results.verdict.text += f" Warning: {imbalance}"
+    if overlap is not None:
+        results.seen_test_rows = overlap.to_dict()
+    if leak:
+        results.verdict.text += f" Warning: {leak}"
     results.selected = select_arm(results, cfg, strategy.baseline_kind if baseline is not None else None)
     end_tracking(run.accelerator)  # every stage has logged
     clock.stop()

@@ -361,7 +361,7 @@ class TargetResults:
 
 _RUN_KEYS = ("model", "seed", "strategy", "source", "target", "baseline_reused", "gain", "gain_ci",
              "negative_transfer", "noise_test", "verdict", "selected", "auto", "timings", "train_samples_per_s", "world_size",
-             "plots")
+             "plots", "seen_test_rows")
 
 
 @dataclass
@@ -384,6 +384,8 @@ class RunResults:
     # strategy: auto: every candidate's scores and which one model/ is; the results above are then the best
     # transfer candidate's (by validation) against the baseline
     auto: Optional[AutoSelection] = None
+    # target test rows found in the training data (`data/overlap.py`); None: not counted (streamed data)
+    seen_test_rows: Optional[Dict[str, Any]] = None
 
     def stages(self) -> Dict[str, StageSummary]:
         """The stages that ran, by name: ``source``, ``transfer``, ``baseline``."""
@@ -400,6 +402,7 @@ class RunResults:
         d.update(self.verdict.to_dict())
         _put(d, "selected", self.selected.to_dict() if self.selected else None)
         _put(d, "auto", self.auto.to_dict() if self.auto else None)
+        _put(d, "seen_test_rows", self.seen_test_rows)
         d.update(timings=self.timings, train_samples_per_s=self.train_samples_per_s, world_size=self.world_size)
         _put(d, "plots", self.plots)
         return d
@@ -412,7 +415,8 @@ class RunResults:
                    extra=_unknown(d, _RUN_KEYS), baseline_reused=bool(d.get("baseline_reused")),
                    timings=dict(d.get("timings") or {}), train_samples_per_s=dict(d.get("train_samples_per_s") or {}),
                    world_size=d.get("world_size", 1), plots=d.get("plots"),
-                   selected=Selection.from_dict(d.get("selected")), auto=AutoSelection.from_dict(d.get("auto")))
+                   selected=Selection.from_dict(d.get("selected")), auto=AutoSelection.from_dict(d.get("auto")),
+                   seen_test_rows=d.get("seen_test_rows"))
 
     @property
     def strategy_name(self) -> str:
