@@ -94,3 +94,11 @@ def test_a_run_with_keep_head_starts_from_the_checkpoint_predictions(tiny_bert_d
     assert len(set(expected)) == 2, "a checkpoint that predicts one class would not tell the heads apart"
     for arm in ("transfer", "baseline"):  # the baseline starts from the checkpoint too
         assert [r[arm]["label"] for r in rows] == expected, arm
+
+
+def test_keep_head_from_yaml_and_the_command_line(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("model: {name_or_path: some/classifier, keep_head: true}\n"
+                      "target: {name: t, data_files: t.csv, label_names: [negative, positive]}\n")
+    assert RunConfig.from_yaml(recipe).model.keep_head is True
+    assert RunConfig.from_yaml(recipe, overrides=["model.keep_head=false"]).model.keep_head is False
