@@ -84,7 +84,7 @@ def seen_test_rows(tasks: Dict[str, TaskData]) -> Optional[SeenTestRows]:
     test = list(_texts(target.splits["test"]))
     seen_in_target = _keys(_training_splits(target))
     seen_in_source = _keys(_training_splits(source)) if source is not None else set()
-    keys = [hash(normalised(t)) if normalised(t) else None for t in test]
+    keys = [hash(key) if key else None for key in map(normalised, test)]
     in_target = [k in seen_in_target for k in keys]
     in_source = [k in seen_in_source for k in keys]
     examples = [t for t, a, b in zip(test, in_target, in_source) if a or b][:QUOTED_EXAMPLES]

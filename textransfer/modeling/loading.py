@@ -17,7 +17,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
@@ -128,15 +128,8 @@ def load_for_classification(cfg: ModelConfig, label_names: List[str]) -> PreTrai
     config = load_model_config(cfg)
     if cfg.keep_head:
         return load_with_head(cfg, path, config, label_names)
-    try:
-        with quiet_transformers():
-            encoder, info = AutoModel.from_pretrained(
-                path, config=config, revision=cfg.revision, output_loading_info=True, dtype=torch.float32,
-                attn_implementation=cfg.attn_implementation,  # None: transformers' default (sdpa for BERT)
-            )
-    except (OSError, ValueError) as err:
-        raise _load_error(cfg, err) from None
-    missing = [k for k in info.get("missing_keys", []) if "position_ids" not in k and not k.startswith("pooler.")]
+    encoder, missing = _load_checkpoint(AutoModel, cfg, path, config)
+    missing = [k for k in missing if not k.startswith("pooler.")]
     if missing:
         raise ConfigError(
             f"`model.name_or_path: {cfg.name_or_path}`: the checkpoint lacks encoder weights "
@@ -160,18 +153,25 @@ def load_with_head(cfg: ModelConfig, path: str, config, label_names: List[str]) 
             f"{list(label_names)}; a head is kept only for the same labels in the same order (set the task's "
             f"`label_names` to {saved} if they are the same classes), or set `model.keep_head: false` for a new head.")
     config.problem_type = "single_label_classification"
-    try:
-        with quiet_transformers():
-            model, info = AutoModelForSequenceClassification.from_pretrained(
-                path, config=config, revision=cfg.revision, output_loading_info=True, dtype=torch.float32,
-                attn_implementation=cfg.attn_implementation)
-    except (OSError, ValueError) as err:
-        raise _load_error(cfg, err) from None
-    missing = [k for k in info.get("missing_keys", []) if "position_ids" not in k]
+    model, missing = _load_checkpoint(AutoModelForSequenceClassification, cfg, path, config)
     if missing:
         raise ConfigError(f"`model.keep_head: true`: {cfg.name_or_path} lacks weights {missing[:5]}; its head "
                           f"cannot be kept whole. Set `model.keep_head: false` for a new head.")
     return model
+
+
+def _load_checkpoint(auto_class, cfg: ModelConfig, path: str, config) -> Tuple[PreTrainedModel, List[str]]:
+    """``auto_class.from_pretrained`` in fp32 with the configured attention, and the weights the
+    checkpoint lacked (``position_ids`` left out: a buffer some checkpoints never saved)."""
+    try:
+        with quiet_transformers():
+            model, info = auto_class.from_pretrained(
+                path, config=config, revision=cfg.revision, output_loading_info=True, dtype=torch.float32,
+                attn_implementation=cfg.attn_implementation,  # None: transformers' default (sdpa for BERT)
+            )
+    except (OSError, ValueError) as err:
+        raise _load_error(cfg, err) from None
+    return model, [k for k in info.get("missing_keys", []) if "position_ids" not in k]
 
 
 def set_labels(config, label_names: List[str]) -> None:
