@@ -71,9 +71,8 @@ RELATED = {"imdb"}  # sentiment, as both targets
 SHARED_LABELS = {"imdb"}  # sources whose labels are the targets' (negative, positive): their head can be kept
 BASE_ARMS = ["setfit", "baseline", "lpft", "contrastive"]
 SOURCE_ARMS = ["contrastive_transfer", "head_transfer", "gentle_head_transfer", "source_only"]
-# arms that use the source's head: SHARED_LABELS sources only
-HEAD_ARMS = {"head_transfer", "gentle_head_transfer", "source_only"}
 KEPT_HEAD_ARMS = {"head_transfer", "gentle_head_transfer"}  # trained on the target from the source's head
+HEAD_ARMS = KEPT_HEAD_ARMS | {"source_only"}  # arms that use the source's head: SHARED_LABELS sources only
 LPFT_WARMUP_SHARE = 0.25  # LP-FT's head-only share of the target steps
 # A kept head is already trained, so LP-FT's reason (a random head distorting the features) does not
 # apply, and a trained classifier is tuned further at BERT's usual fine-tuning rate, not at the 1e-4
@@ -129,14 +128,15 @@ def target_task(data_dir: Path, target: str, k: int, test_cap) -> dict:
 # ---------------------------------------------------------------------------- textransfer arms
 def arm_config(args, arm: str, target: str, k: int, seed: int, work: Path) -> dict:
     """One textransfer arm's run config (``RunConfig.from_dict``): target-only, no validation choice."""
+    kind = arm.split("-", 1)[0]  # the arm without its source
     model = {"name_or_path": args.model if source_of(arm) is None else str(source_folder(work, source_of(arm), seed)),
-             "max_length": args.max_length, "keep_head": arm.split("-", 1)[0] in KEPT_HEAD_ARMS}
+             "max_length": args.max_length, "keep_head": kind in KEPT_HEAD_ARMS}
     training = {"batch_size": args.batch_size, "learning_rate": args.learning_rate, "eval_batch_size": 64,
                 "num_epochs": 1000, "max_steps": args.target_steps, "eval_every_epoch": False,
                 "load_best_model_at_end": False}
-    if arm.startswith("gentle_head_transfer"):
+    if kind == "gentle_head_transfer":
         training["learning_rate"] = KEPT_HEAD_LR
-    elif arm != "baseline":  # LP-FT: the head first
+    elif kind != "baseline":  # LP-FT: the head first
         training.update(head_warmup_steps=max(1, int(LPFT_WARMUP_SHARE * args.target_steps)),
                         head_learning_rate=args.head_lr)
     if arm.startswith("contrastive"):
