@@ -10,6 +10,8 @@ target reviews besides the source labels (target labels never used in training):
 * ``self_training``: the source model's confident, class-balanced pseudo-labels of the target's
   reviews, trained on with the source data;
 * ``instance_weighting``: source reviews weighted by a domain classifier's p(target|x)/p(source|x);
+* ``dapt_self_training``: the two that won most often, one after the other: ``dapt``'s masked LM
+  on the target's reviews before the source stage, then ``self_training``'s round;
 * ``lpft``: source-only with LP-FT (Kumar et al., 2022) in the source stage: the head alone on the
   frozen encoder for the first quarter of the steps, then everything (no target text at all).
 
@@ -47,7 +49,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 DOMAINS = ["books", "dvd", "electronics", "kitchen"]
-METHODS = ["dann", "mmd", "coral", "dapt", "udalm", "self_training", "instance_weighting", "lpft"]
+METHODS = ["dann", "mmd", "coral", "dapt", "udalm", "self_training", "instance_weighting", "lpft",
+           "dapt_self_training"]
 
 
 def make_parser():
@@ -90,15 +93,21 @@ def task(data_dir: Path, domain: str, train_cap: int, eval_cap=None) -> dict:
 WEIGHT_OPTION = {"dann": "lambda_max", "mmd": "weight", "coral": "weight"}
 
 
+def target_mlm_stage(args) -> dict:
+    """``dapt``'s stage: one pass of masked LM over the target's unlabelled reviews, before the source stage."""
+    return {"before": ["source"], "text": "target", "max_examples": args.max_unlabelled,
+            "num_epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.mlm_learning_rate}
+
+
 def method_options(args, method: str) -> dict:
-    """The run options of one method: its strategy, and for ``dapt`` the adaptive-pretraining stage."""
+    """The run options of one method: its strategy, and for the ``dapt`` ones the adaptive-pretraining stage."""
     if method == "source_only":
         return {"strategy": {"name": "finetune"}}
     if method == "dapt":  # masked LM on the target's unlabelled reviews, then the source stage
-        return {"strategy": {"name": "finetune", "target_labels": False},
-                "adaptive_pretraining": {"before": ["source"], "text": "target", "max_examples": args.max_unlabelled,
-                                         "num_epochs": args.epochs, "batch_size": args.batch_size,
-                                         "learning_rate": args.mlm_learning_rate}}
+        return {"strategy": {"name": "finetune", "target_labels": False}, "adaptive_pretraining": target_mlm_stage(args)}
+    if method == "dapt_self_training":  # the same masked LM, then self_training's source stage and round
+        return {"strategy": {"name": "self_training", "target_labels": False, "max_unlabelled": args.max_unlabelled},
+                "adaptive_pretraining": target_mlm_stage(args)}
     if method == "lpft":  # the source stage's first quarter trains the head alone (see run_config)
         return {"strategy": {"name": "finetune", "target_labels": False}}
     strategy = {"name": method, "target_labels": False, "max_unlabelled": args.max_unlabelled}
