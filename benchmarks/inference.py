@@ -17,9 +17,13 @@ Each side runs in its own subprocess, so peak RSS (``ru_maxrss``) is its own, wi
 ``torch.set_num_threads(N)`` for each ``--threads N`` (ONNX Runtime follows torch's count). The
 JSON holds, per thread count, ``{"textransfer": {"rows_per_s", "peak_rss_mb", "accuracy",
 "labels_identical", "max_abs_score_diff"}, "pipeline": {...}, "onnxruntime": {...},
-["onnxruntime_int8": {...},] "speedup", "onnx_speedup"}``: labels and top-label scores are
-compared with the pipeline's row by row; ``speedup`` is textransfer's rows/s over the pipeline's,
-``onnx_speedup`` ONNX Runtime's over the pipeline's.
+["onnxruntime_int8": {...},] "pipeline_batch_1": {...}, "speedup", "onnx_speedup",
+"onnx_speedup_vs_fastest_pipeline"}``: labels and top-label scores are compared with the
+pipeline's (at ``batch_size=32``, the first of ``--pipeline-batch-sizes``) row by row; ``speedup``
+is textransfer's rows/s over that pipeline's, ``onnx_speedup`` ONNX Runtime's, and
+``onnx_speedup_vs_fastest_pipeline`` ONNX Runtime's over the fastest of the pipeline's batch sizes
+(``batch_size=1``, its own default, is measured too). textransfer runs at its defaults: at most
+64 rows and 512 tokens a forward pass (``--batch-size``, ``--max-batch-tokens``).
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from textransfer.inference.defaults import DEFAULT_MAX_BATCH_TOKENS  # noqa: E402 (torch-free)
 
 THREADS = r"""
 import sys, torch
@@ -48,7 +54,9 @@ import json, resource, sys, time
 from textransfer.inference.predict import Predictor, predict_file
 model, data, out, batch, backend = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
 quantize = None if sys.argv[6] == "none" else sys.argv[6]
-p = Predictor.from_pretrained(model, max_length=256, batch_size=batch, backend=backend, quantize=quantize)
+tokens = None if sys.argv[7] == "none" else int(sys.argv[7])
+p = Predictor.from_pretrained(model, max_length=256, batch_size=batch, backend=backend, quantize=quantize,
+                              max_batch_tokens=tokens)
 t = time.perf_counter()
 s = predict_file(p, data, "text", output=out, progress=False)
 dt = time.perf_counter() - t
@@ -59,11 +67,11 @@ PIPELINE = THREADS + r"""
 import json, resource, sys, time
 import pyarrow.parquet as pq
 from transformers import pipeline
-model, data, out = sys.argv[1], sys.argv[2], sys.argv[3]
+model, data, out, batch = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 texts = pq.read_table(data, columns=["text"]).column("text").to_pylist()
 clf = pipeline("text-classification", model=model, device=-1)
 t = time.perf_counter()
-preds = clf(texts, batch_size=32, truncation=True, max_length=256)
+preds = clf(texts, batch_size=batch, truncation=True, max_length=256)
 dt = time.perf_counter() - t
 json.dump([[p["label"], p["score"]] for p in preds], open(out, "w"))
 print(json.dumps({"rows": len(texts), "seconds": dt, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
@@ -111,10 +119,10 @@ def compared(timing: dict, labels: list, scores: list, reference: list, gold: li
             "labels_identical": differ == 0, "labels_differing": differ, "max_abs_score_diff": float(f"{diff:.3g}")}
 
 
-def ours(model, test: Path, work: Path, batch: int, backend: str, threads: str, quantize: str = "none"):
+def ours(model, test: Path, work: Path, batch: int, tokens: str, backend: str, threads: str, quantize: str = "none"):
     """textransfer's predict on ``backend``: its timing, and the labels and top scores it wrote."""
     out = work / f"{backend}-{quantize}-{threads}.csv"
-    timing = side(TEXTRANSFER, model, test, out, batch, backend, quantize, threads=threads)
+    timing = side(TEXTRANSFER, model, test, out, batch, backend, quantize, tokens, threads=threads)
     table = pcsv.read_csv(out)
     return timing, table.column("label").to_pylist(), table.column("score").to_pylist()
 
@@ -123,17 +131,28 @@ def measure(model: str, model_dir: str, test: Path, work: Path, args, threads: s
     """Every side at one thread count."""
     names = ["negative", "positive"]
     gold = [names[i] if isinstance(i, int) else i for i in pq.read_table(test, columns=["label"]).column("label").to_pylist()]
-    theirs = side(PIPELINE, model_dir, test, work / "theirs.json", threads=threads)
+    # the first --pipeline-batch-sizes entry is the reference every side's labels are compared with
+    first, *others = args.pipeline_batch_sizes
+    theirs = side(PIPELINE, model_dir, test, work / "theirs.json", first, threads=threads)
     reference = json.loads((work / "theirs.json").read_text())
     result = {"pipeline": compared(theirs, [label for label, _ in reference], [s for _, s in reference], reference, gold)}
-    result["textransfer"] = compared(*ours(model, test, work, args.batch_size, "torch", threads), reference, gold)
-    result["onnxruntime"] = compared(*ours(model, test, work, args.batch_size, "onnxruntime", threads), reference, gold)
+    for batch in others:
+        timing = side(PIPELINE, model_dir, test, work / f"theirs-{batch}.json", batch, threads=threads)
+        found = json.loads((work / f"theirs-{batch}.json").read_text())
+        result[f"pipeline_batch_{batch}"] = compared(timing, [label for label, _ in found], [s for _, s in found],
+                                                     reference, gold)
+    tokens = str(args.max_batch_tokens)
+    result["textransfer"] = compared(*ours(model, test, work, args.batch_size, tokens, "torch", threads), reference, gold)
+    result["onnxruntime"] = compared(*ours(model, test, work, args.batch_size, tokens, "onnxruntime", threads),
+                                     reference, gold)
     if args.quantize:
-        result["onnxruntime_int8"] = compared(*ours(model, test, work, args.batch_size, "onnxruntime", threads, "int8"),
-                                              reference, gold)
+        result["onnxruntime_int8"] = compared(*ours(model, test, work, args.batch_size, tokens, "onnxruntime", threads,
+                                                    "int8"), reference, gold)
     pipe = result["pipeline"]["rows_per_s"]
+    fastest = max(v["rows_per_s"] for k, v in result.items() if k.startswith("pipeline"))
     result["speedup"] = round(result["textransfer"]["rows_per_s"] / pipe, 3)
     result["onnx_speedup"] = round(result["onnxruntime"]["rows_per_s"] / pipe, 3)
+    result["onnx_speedup_vs_fastest_pipeline"] = round(result["onnxruntime"]["rows_per_s"] / fastest, 3)
     return result
 
 
@@ -144,7 +163,12 @@ def main(argv=None) -> int:
     parser.add_argument("--limit", type=int, help="first N test reviews only (smoke runs)")
     parser.add_argument("--model", help="a trained run directory or model folder (default: fine-tune one)")
     parser.add_argument("--train-rows", type=int, default=400, help="train reviews for the default model")
-    parser.add_argument("--batch-size", type=int, default=64, help="textransfer's rows per forward pass")
+    parser.add_argument("--batch-size", type=int, default=64, help="textransfer's most rows per forward pass")
+    parser.add_argument("--max-batch-tokens", default=str(DEFAULT_MAX_BATCH_TOKENS),
+                        help="textransfer's most tokens per forward pass, or `none` (default: predict's)")
+    parser.add_argument("--pipeline-batch-sizes", nargs="+", type=int, default=[32, 1],
+                        help="the pipeline's batch_size, each measured; the first is the reference of the "
+                             "label comparison and of `speedup` (default: 32, and 1, the pipeline's own default)")
     parser.add_argument("--threads", nargs="+", type=int,
                         help="torch (and ONNX Runtime) thread counts to measure, e.g. 1 2 (default: torch's own)")
     parser.add_argument("--quantize", action="store_true", help="also measure the int8 ONNX model")
@@ -167,7 +191,9 @@ def main(argv=None) -> int:
 
     result = {
         "rows": rows,
-        "max_length": 256, "pipeline_batch_size": 32, "textransfer_batch_size": args.batch_size,
+        "max_length": 256, "pipeline_batch_size": args.pipeline_batch_sizes[0],
+        "pipeline_batch_sizes": args.pipeline_batch_sizes, "textransfer_batch_size": args.batch_size,
+        "textransfer_max_batch_tokens": args.max_batch_tokens,
         "threads": by_threads,
     }
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

@@ -5,6 +5,7 @@ Every model here is a tiny one (a 2-3 layer encoder of hidden 32); the trained r
 one of ``published_run.py``, copied per test so that its ``onnx/`` folder stays this test's own.
 """
 
+import inspect
 import json
 import os
 import shutil
@@ -93,7 +94,10 @@ def test_onnx_matches_torch_and_the_export_is_reused(model_type, minilm_path, tm
     assert exports == [exported] and onnx_p.backend.path == exported
     graph = onnx.load(str(exported)).graph
     inputs = [i.name for i in graph.input]
-    assert inputs == list(torch_p.tokenize(["x"]).keys()) and [o.name for o in graph.output] == ["logits"]
+    # the tokenizer's outputs, in the order of forward's parameters (as optimum names them)
+    order = list(inspect.signature(torch_p.model.forward).parameters)
+    assert inputs == sorted(torch_p.tokenize(["x"]).keys(), key=order.index)
+    assert [o.name for o in graph.output] == ["logits"]
     for i in graph.input:  # optimum's axis names, both dynamic
         assert [d.dim_param for d in i.type.tensor_type.shape.dim] == ["batch_size", "sequence_length"]
 
@@ -198,3 +202,35 @@ def test_bad_backend_options_and_the_missing_extra(run_copy, tmp_path, capsys, m
         err = capsys.readouterr().err
         assert "onnxruntime not installed" in err and 'pip install "textransfer[onnx]"' in err, err
     assert not (run_copy / "model" / "onnx").exists() and not (tmp_path / "e").exists()
+
+
+def test_a_traced_export_off_from_torch_is_made_again_with_dynamo(minilm_path, tmp_path, texts, monkeypatch):
+    """The check that guards the traced export: off by more than the tolerance, the dynamo export
+    replaces it (and still matches PyTorch); within it, the traced graph is kept."""
+    folder = tiny_folder("bert", minilm_path, tmp_path / "bert")
+    made = []
+    for name in ("traced_export", "dynamo_export"):
+        real = getattr(backends, name)
+        monkeypatch.setattr(backends, name, lambda *a, real=real, name=name: (made.append(name), real(*a)))
+    Predictor.from_pretrained(str(folder), max_length=48, backend="onnxruntime")
+    assert made == ["traced_export"]  # the traced graph passed its check
+    error = backends.export_error
+    monkeypatch.setattr(backends, "export_error", lambda *a: error(*a) + 1.0)  # as if the tracer had frozen a shape
+    (folder / "onnx" / "model.onnx").unlink()
+    onnx_p = Predictor.from_pretrained(str(folder), max_length=48, backend="onnxruntime")
+    assert made == ["traced_export", "traced_export", "dynamo_export"]
+    assert_same_predictions(Predictor.from_pretrained(str(folder), max_length=48), onnx_p, texts)
+
+
+def test_export_uses_eager_attention_and_restores_the_models(minilm_path, tmp_path):
+    folder = tiny_folder("bert", minilm_path, tmp_path / "bert")
+    model = AutoModelForSequenceClassification.from_pretrained(folder)
+    assert model.config._attn_implementation == "sdpa"
+    seen = []
+    real = backends.traced_export
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(backends, "traced_export",
+                   lambda m, *a: (seen.append(m.config._attn_implementation), real(m, *a)))
+        backends.export_onnx(model, AutoTokenizer.from_pretrained(folder), tmp_path / "out" / "model.onnx")
+    assert seen == ["eager"] and model.config._attn_implementation == "sdpa"
+    assert backends.export_error(model, AutoTokenizer.from_pretrained(folder), str(tmp_path / "out" / "model.onnx")) < 1e-5

@@ -250,3 +250,43 @@ def test_hints_name_real_flags(run_dir, tmp_path, capsys):
     assert main(["predict", str(run_dir), "--input", str(tmp_path / "in.txt"), "--input-format", "csv",
                  "--output", str(tmp_path / "out.txt")]) == 2
     assert "end its name with one of" in capsys.readouterr().err
+
+
+class RecordingBackend:
+    """The torch forward pass, recording each batch's shape."""
+
+    name = "recording"
+
+    def __init__(self, model):
+        self.model, self.shapes = model, []
+
+    def logits(self, batch):
+        import torch
+
+        self.shapes.append(batch["input_ids"].shape)
+        with torch.inference_mode():
+            return self.model(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits.numpy()
+
+
+@pytest.mark.parametrize("budget", [1, 100, 256])
+def test_token_budget_bounds_every_batch_and_keeps_the_scores(run_dir, budget):
+    texts = pd.read_csv(REVIEWS)["text"].tolist()[:60]
+    rows_only = Predictor.from_pretrained(str(run_dir / "model"), max_length=32, batch_size=16, max_batch_tokens=None)
+    budgeted = Predictor.from_pretrained(str(run_dir / "model"), max_length=32, batch_size=16, max_batch_tokens=budget)
+    budgeted.backend = RecordingBackend(budgeted.model)
+    labels, probs = rows_only.predict(texts)
+    labels_b, probs_b = budgeted.predict(texts)
+    shapes = budgeted.backend.shapes
+    assert sum(rows for rows, _ in shapes) == len(texts)  # every row once
+    # within both bounds, one row always goes even when it alone is over the budget
+    assert all(rows <= 16 and (rows * width <= budget or rows == 1) for rows, width in shapes)
+    assert len(shapes) > -(-len(texts) // 16)  # the budget did cut batches smaller than --batch-size
+    assert labels_b == labels and np.abs(probs_b - probs).max() < 1e-5
+
+
+def test_token_budget_option_is_checked(run_dir, tmp_path, capsys):
+    assert main(["predict", str(run_dir), "--input", str(REVIEWS), "--max-batch-tokens", "0"]) != 0
+    assert "--max-batch-tokens must be >= 1 (or `none`" in capsys.readouterr().err
+    out = tmp_path / "p.csv"
+    assert main(["predict", str(run_dir), "--input", str(REVIEWS), "--output", str(out),
+                 "--max-batch-tokens", "none"]) == 0 and out.is_file()

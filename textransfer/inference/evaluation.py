@@ -25,7 +25,7 @@ from ..files import RESULTS_FILE, atomic_write_text, check_output_dir, resolve_m
 from ..metrics.confusion import confusion_matrix, per_class
 from ..metrics.scores import compute_metrics
 from ..publish.report import plot_confusion_matrix
-from .defaults import DEFAULT_BACKEND
+from .defaults import DEFAULT_BACKEND, DEFAULT_MAX_BATCH_TOKENS
 from .predict import DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_ROWS, Predictor, read_chunks
 
 CONFIG_SUFFIXES = (".yaml", ".yml")  # --data naming a recipe rather than a data file
@@ -101,7 +101,8 @@ def evaluate_model(model: str, data: str, text_column: str = "text", label_colum
                    output_dir: Optional[str] = None, overwrite: bool = False, metrics: Optional[List[str]] = None,
                    batch_size: int = DEFAULT_BATCH_SIZE, max_length: Optional[int] = None,
                    chunk_rows: int = DEFAULT_CHUNK_ROWS, backend: str = DEFAULT_BACKEND,
-                   quantize: Optional[str] = None) -> Dict[str, Any]:
+                   quantize: Optional[str] = None,
+                   max_batch_tokens: Optional[int] = DEFAULT_MAX_BATCH_TOKENS) -> Dict[str, Any]:
     """Metrics, per-class report and confusion matrix of ``model`` on ``data``.
 
     Args:
@@ -115,6 +116,7 @@ def evaluate_model(model: str, data: str, text_column: str = "text", label_colum
         backend (`str`, *optional*, defaults to `"torch"`): ``"onnxruntime"`` runs the model's ONNX
             export (``<model>/onnx/model.onnx``, exported on first use); ``quantize="int8"`` its
             int8 version.
+        batch_size, max_batch_tokens: the most rows and tokens in one forward pass (`Predictor`).
 
     Returns:
         ``{"metrics": ..., "per_class": ..., "confusion_matrix": ..., "rows": n, ...}``
@@ -124,7 +126,7 @@ def evaluate_model(model: str, data: str, text_column: str = "text", label_colum
     if cfg is not None and max_length is None and not resolve_model(model).run_config:
         max_length = cfg.model.max_length  # a model folder or Hub id: the recipe's length
     predictor = Predictor.from_pretrained(model, max_length=max_length, batch_size=batch_size, backend=backend,
-                                          quantize=quantize)
+                                          quantize=quantize, max_batch_tokens=max_batch_tokens)
     if cfg is not None:
         predictions, references = _from_config(predictor, cfg, data)
         metrics = metrics or list(cfg.metrics)
@@ -154,7 +156,8 @@ def command(args: argparse.Namespace) -> int:
         output_dir = str(run / "evaluation") if (run / RESULTS_FILE).is_file() else "evaluation"
     result = evaluate_model(args.model, args.data, text_column=args.text_column, label_column=args.label_column,
                             output_dir=output_dir, overwrite=args.overwrite, batch_size=args.batch_size,
-                            max_length=args.max_length, backend=args.backend, quantize=args.quantize)
+                            max_length=args.max_length, backend=args.backend, quantize=args.quantize,
+                            max_batch_tokens=args.max_batch_tokens)
     print(f"{result['rows']} rows")
     for k, v in result["metrics"].items():
         print(f"{k:<10} {v:.4f}")

@@ -51,7 +51,8 @@ from ..errors import ConfigError, DataError, OutputDirError
 from ..files import follow_umask, resolve_model
 from ..formats import FORMATS, PREDICT_FORMATS
 from .backends import TorchBackend, check_backend, make_backend
-from .defaults import DEFAULT_BACKEND, DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_ROWS, DEFAULT_ENCODING, KEEP_ALL
+from .defaults import (DEFAULT_BACKEND, DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_ROWS, DEFAULT_ENCODING, DEFAULT_MAX_BATCH_TOKENS,
+                       KEEP_ALL)
 
 # extension -> the reader predict uses (.json and .ndjson files are read as JSON lines)
 _EXT = {ext: f.chunk_reader for f in FORMATS.values() if f.chunk_reader for ext in f.extensions}
@@ -71,7 +72,10 @@ class Predictor:
         model (`PreTrainedModel`): the classifier (put in eval mode here).
         tokenizer: its fast tokenizer.
         max_length (`int`): tokens kept per text (truncation), as in training.
-        batch_size (`int`, *optional*, defaults to 64): rows per forward pass.
+        batch_size (`int`, *optional*, defaults to 64): the most rows in one forward pass.
+        max_batch_tokens (`int`, *optional*, defaults to 512): the most tokens (rows x padded
+            length) in one forward pass: long texts go fewer at a time, which is faster on a CPU
+            (see ``defaults.py``); at least one row always goes. ``None``: ``batch_size`` alone.
         backend (*optional*): what runs the forward pass, a `TorchBackend` (the default: ``model``
             itself) or an `OnnxBackend` (``from_pretrained(..., backend="onnxruntime")``).
 
@@ -89,6 +93,7 @@ class Predictor:
     max_length: int
     batch_size: int = DEFAULT_BATCH_SIZE
     backend: Any = None
+    max_batch_tokens: Optional[int] = DEFAULT_MAX_BATCH_TOKENS
 
     def __post_init__(self):
         if self.backend is None:
@@ -97,7 +102,8 @@ class Predictor:
     @classmethod
     def from_pretrained(cls, model: str, max_length: Optional[int] = None, batch_size: int = DEFAULT_BATCH_SIZE,
                         revision: Optional[str] = None, backend: str = DEFAULT_BACKEND,
-                        quantize: Optional[str] = None, threads: Optional[int] = None) -> "Predictor":
+                        quantize: Optional[str] = None, threads: Optional[int] = None,
+                        max_batch_tokens: Optional[int] = DEFAULT_MAX_BATCH_TOKENS) -> "Predictor":
         """Load a run directory, a saved model folder or a Hub id.
 
         ``max_length`` defaults to the run's ``model.max_length`` for a run directory, else to
@@ -113,6 +119,8 @@ class Predictor:
 
         if batch_size < 1:
             raise ConfigError(f"--batch-size must be >= 1, got {batch_size}.")
+        if max_batch_tokens is not None and max_batch_tokens < 1:
+            raise ConfigError(f"--max-batch-tokens must be >= 1 (or `none`: --batch-size alone), got {max_batch_tokens}.")
         where = resolve_model(model)
         try:
             with quiet_transformers():
@@ -126,7 +134,8 @@ class Predictor:
         if max_length is None:
             max_length = model_max_length(tok, mdl.config)
         mdl.eval()
-        return cls(mdl, tok, int(max_length), batch_size, make_backend(mdl, tok, where.path, backend, quantize, threads))
+        return cls(mdl, tok, int(max_length), batch_size, make_backend(mdl, tok, where.path, backend, quantize, threads),
+                   max_batch_tokens)
 
     @property
     def label_names(self) -> List[str]:
@@ -165,12 +174,22 @@ class Predictor:
             return probs
         lengths = np.fromiter((len(x) for x in encoded["input_ids"]), dtype=np.int64, count=n)
         order = np.argsort(-lengths, kind="stable")  # longest first: the first batch shows peak memory
-        for start in range(0, n, self.batch_size):
-            rows = order[start : start + self.batch_size]
+        for rows in self.batches(order, lengths):
             logits = torch.from_numpy(self.backend.logits(self._pad(encoded, rows)))
             # softmax in torch for both backends: the same post-processing, bit for bit
             probs[rows] = torch.softmax(logits, dim=-1).numpy()
         return probs
+
+    def batches(self, order: np.ndarray, lengths: np.ndarray):
+        """``order`` (row numbers, longest first) cut into forward passes of at most
+        ``batch_size`` rows and ``max_batch_tokens`` tokens (at least one row each)."""
+        start = 0
+        while start < len(order):
+            size = self.batch_size
+            if self.max_batch_tokens is not None:  # longest first: a batch's first row sets its width
+                size = max(1, min(size, self.max_batch_tokens // max(1, int(lengths[order[start]]))))
+            yield order[start : start + size]
+            start += size
 
     def count_truncated(self, texts: Sequence[str], encoded) -> int:
         """How many of ``texts`` were longer than ``max_length`` tokens (``tokenize`` cut them)."""
@@ -685,7 +704,8 @@ def command(args) -> int:
     # the input is checked before the model loads: a missing file or column answers at once
     next(open_input(args.input, args.text_column, keep, args.chunk_size, args.input_format, args.encoding))
     predictor = Predictor.from_pretrained(args.model, max_length=args.max_length, batch_size=args.batch_size,
-                                          revision=args.revision, backend=args.backend, quantize=args.quantize)
+                                          revision=args.revision, backend=args.backend, quantize=args.quantize,
+                                          max_batch_tokens=args.max_batch_tokens)
     summary = predict_file(predictor, args.input, text_column=args.text_column, output=args.output,
                            all_scores=args.all_scores, overwrite=args.overwrite, chunk_rows=args.chunk_size,
                            input_format=args.input_format, keep_columns=keep, encoding=args.encoding)
