@@ -22,18 +22,18 @@ smaller and faster, with slightly different scores; never the default.
 Why ``torch.onnx.export`` rather than optimum's exporter: ``optimum-onnx`` (the package that
 holds ``optimum.exporters.onnx`` and ``ORTModelForSequenceClassification`` since optimum 2.0)
 requires ``transformers<4.58`` and ``optimum~=2.1``, so it cannot be installed beside the
-transformers 5 this package runs on. The graph is traced (``torch.onnx.export(dynamo=False)``)
-from the model with eager attention: ONNX Runtime runs that graph fastest. Measured here (MiniLM, 1 thread, 128 IMDB reviews at 256 tokens, 2 rows a batch):
-31-35 rows/s, against 23-26 for the dynamo export of the SDPA model and 27 for the dynamo export of
-the eager one; ONNX Runtime's transformer optimiser (fused Attention) made it slower (30).
-The tracer freezes shape-dependent Python to the example batch (an earlier traced export here
-was off by 0.016: its inputs were named out of ``forward``'s order, which ``traced_export`` now
-follows), so every traced export
-is checked against PyTorch on batches of other shapes, padded and not, and made again with the
-dynamo exporter (``torch.export.Dim`` dynamic shapes, about 1e-8 from PyTorch) if any logit is off
-by more than 1e-5. Checked by hand in a separate environment with optimum-onnx 0.1.0 and
-transformers 4.57.6: ``ORTModelForSequenceClassification.from_pretrained(folder, subfolder="onnx")``
-loads the export and gives PyTorch's logits.
+transformers 5 this package runs on. The graph is traced (``torch.onnx.export(dynamo=False)``) from
+the model with eager attention: ONNX Runtime runs that graph fastest. Measured here (MiniLM, 1
+thread, 128 IMDB reviews at 256 tokens, 2 rows a batch): 31-35 rows/s, against 23-26 for the dynamo
+export of the SDPA model and 27 for the dynamo export of the eager one; ONNX Runtime's transformer
+optimiser (fused Attention) made it slower (30). The tracer freezes shape-dependent Python to the
+example batch (an earlier traced export here was off by 0.016: its inputs were named out of
+``forward``'s order, which ``traced_export`` now follows), so every traced export is checked
+against PyTorch on batches of other shapes, padded and not, and made again with the dynamo exporter
+(``torch.export.Dim`` dynamic shapes, about 1e-8 from PyTorch) if any logit is off by more than
+1e-5. Checked by hand (2026-12-02, the traced export of a MiniLM classifier) with optimum-onnx
+0.1.0, optimum 2.3.0 and transformers 4.57.6 on the path: ``ORTModelForSequenceClassification.
+from_pretrained(folder, subfolder="onnx")`` loads it and gives PyTorch's logits to 3.3e-8.
 """
 
 from __future__ import annotations
@@ -260,7 +260,7 @@ def traced_export(model: torch.nn.Module, inputs: Dict[str, torch.Tensor], path:
     # order of ``kwargs``: the names must come in that order too (a tokenizer puts token_type_ids
     # before attention_mask, BERT's forward takes attention_mask first)
     order = list(inspect.signature(model.forward).parameters)
-    inputs = dict(sorted(inputs.items(), key=lambda item: order.index(item[0])))
+    inputs = dict(sorted(inputs.items(), key=lambda item: order.index(item[0]) if item[0] in order else len(order)))
     axes = {name: {0: "batch_size", 1: "sequence_length"} for name in inputs}
     torch.onnx.export(model, (), path, kwargs=inputs, input_names=list(inputs), output_names=["logits"],
                       dynamic_axes=axes, opset_version=EXPORT_OPSET, dynamo=False)
