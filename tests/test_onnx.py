@@ -226,11 +226,12 @@ def test_export_uses_eager_attention_and_restores_the_models(minilm_path, tmp_pa
     folder = tiny_folder("bert", minilm_path, tmp_path / "bert")
     model = AutoModelForSequenceClassification.from_pretrained(folder)
     assert model.config._attn_implementation == "sdpa"
+    tokenizer = AutoTokenizer.from_pretrained(folder)
     seen = []
     real = backends.traced_export
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(backends, "traced_export",
                    lambda m, *a: (seen.append(m.config._attn_implementation), real(m, *a)))
-        backends.export_onnx(model, AutoTokenizer.from_pretrained(folder), tmp_path / "out" / "model.onnx")
+        backends.export_onnx(model, tokenizer, tmp_path / "out" / "model.onnx")
     assert seen == ["eager"] and model.config._attn_implementation == "sdpa"
-    assert backends.export_error(model, AutoTokenizer.from_pretrained(folder), str(tmp_path / "out" / "model.onnx")) < 1e-5
+    assert backends.export_error(model, tokenizer, str(tmp_path / "out" / "model.onnx")) < 1e-5

@@ -15,6 +15,7 @@ from published_run import trained_run
 from textransfer.cli import main
 from textransfer.errors import DataError
 from textransfer.files import current_umask
+from textransfer.inference.backends import TorchBackend
 from textransfer.inference.predict import Predictor, predict_file, read_chunks
 
 REVIEWS = REPO / "textransfer" / "sample_data" / "reviews.csv"
@@ -252,20 +253,16 @@ def test_hints_name_real_flags(run_dir, tmp_path, capsys):
     assert "end its name with one of" in capsys.readouterr().err
 
 
-class RecordingBackend:
+class RecordingBackend(TorchBackend):
     """The torch forward pass, recording each batch's shape."""
 
-    name = "recording"
-
     def __init__(self, model):
-        self.model, self.shapes = model, []
+        super().__init__(model)
+        self.shapes = []
 
     def logits(self, batch):
-        import torch
-
         self.shapes.append(batch["input_ids"].shape)
-        with torch.inference_mode():
-            return self.model(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits.numpy()
+        return super().logits(batch)
 
 
 @pytest.mark.parametrize("budget", [1, 100, 256])

@@ -277,15 +277,13 @@ def dynamo_export(model: torch.nn.Module, inputs: Dict[str, torch.Tensor], path:
 def export_error(model: torch.nn.Module, tokenizer, path: str) -> float:
     """The largest |logit| difference between the export at ``path`` and ``model`` (as loaded, its
     own attention) over the probe batches: padded and unpadded, one row and several."""
-    session = make_session(import_onnxruntime(), Path(path), threads=1)
-    names = [i.name for i in session.get_inputs()]
+    exported = OnnxBackend(make_session(import_onnxruntime(), Path(path), threads=1), Path(path))
+    reference = TorchBackend(model)
     worst = 0.0
     for texts in _PROBE_BATCHES:
         batch = tokenizer(texts, padding=True, return_tensors="np")
-        feed = {k: batch[k].astype(np.int64) for k in names}
-        with torch.inference_mode():
-            expected = model(**{k: torch.from_numpy(v) for k, v in feed.items()}).logits.float().numpy()
-        worst = max(worst, float(np.abs(session.run(["logits"], feed)[0] - expected).max()))
+        feed = {k: batch[k].astype(np.int64) for k in exported.inputs}  # what the graph reads, as Predictor pads it
+        worst = max(worst, float(np.abs(exported.logits(feed) - reference.logits(feed)).max()))
     return worst
 
 
