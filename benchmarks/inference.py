@@ -127,20 +127,24 @@ def ours(model, test: Path, work: Path, batch: int, tokens: str, backend: str, t
     return timing, table.column("label").to_pylist(), table.column("score").to_pylist()
 
 
+def pipeline_side(model_dir: str, test: Path, out: Path, batch: int, threads: str):
+    """The pipeline at one batch size: its timing and its ``(labels, scores, [label, score] rows)``."""
+    timing = side(PIPELINE, model_dir, test, out, batch, threads=threads)
+    found = json.loads(out.read_text())
+    return timing, [label for label, _ in found], [s for _, s in found], found
+
+
 def measure(model: str, model_dir: str, test: Path, work: Path, args, threads: str) -> dict:
     """Every side at one thread count."""
     names = ["negative", "positive"]
     gold = [names[i] if isinstance(i, int) else i for i in pq.read_table(test, columns=["label"]).column("label").to_pylist()]
     # the first --pipeline-batch-sizes entry is the reference every side's labels are compared with
     first, *others = args.pipeline_batch_sizes
-    theirs = side(PIPELINE, model_dir, test, work / "theirs.json", first, threads=threads)
-    reference = json.loads((work / "theirs.json").read_text())
-    result = {"pipeline": compared(theirs, [label for label, _ in reference], [s for _, s in reference], reference, gold)}
+    timing, labels, scores, reference = pipeline_side(model_dir, test, work / "theirs.json", first, threads)
+    result = {"pipeline": compared(timing, labels, scores, reference, gold)}
     for batch in others:
-        timing = side(PIPELINE, model_dir, test, work / f"theirs-{batch}.json", batch, threads=threads)
-        found = json.loads((work / f"theirs-{batch}.json").read_text())
-        result[f"pipeline_batch_{batch}"] = compared(timing, [label for label, _ in found], [s for _, s in found],
-                                                     reference, gold)
+        timing, labels, scores, _ = pipeline_side(model_dir, test, work / f"theirs-{batch}.json", batch, threads)
+        result[f"pipeline_batch_{batch}"] = compared(timing, labels, scores, reference, gold)
     tokens = str(args.max_batch_tokens)
     result["textransfer"] = compared(*ours(model, test, work, args.batch_size, tokens, "torch", threads), reference, gold)
     result["onnxruntime"] = compared(*ours(model, test, work, args.batch_size, tokens, "onnxruntime", threads),
