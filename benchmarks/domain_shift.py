@@ -13,7 +13,7 @@ target reviews besides the source labels (target labels never used in training):
 * ``dapt_self_training``: the two that won most often, one after the other: ``dapt``'s masked LM
   on the target's reviews before the source stage, then ``self_training``'s round;
 * ``dapt_self_training_2rounds``: the same with a second round (the first round's model labels
-  the pool again, and the second round trains on its labels);
+  the pool again, and the second round trains on its labels); ``dapt_self_training_3rounds``: a third;
 * ``lpft``: source-only with LP-FT (Kumar et al., 2022) in the source stage: the head alone on the
   frozen encoder for the first quarter of the steps, then everything (no target text at all).
 
@@ -52,7 +52,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 DOMAINS = ["books", "dvd", "electronics", "kitchen"]
 METHODS = ["dann", "mmd", "coral", "dapt", "udalm", "self_training", "instance_weighting", "lpft",
-           "dapt_self_training", "dapt_self_training_2rounds"]
+           "dapt_self_training", "dapt_self_training_2rounds", "dapt_self_training_3rounds"]
 
 
 def make_parser():
@@ -108,7 +108,7 @@ def method_options(args, method: str) -> dict:
     if method == "dapt":  # masked LM on the target's unlabelled reviews, then the source stage
         return {"strategy": {"name": "finetune", "target_labels": False}, "adaptive_pretraining": target_mlm_stage(args)}
     if method.startswith("dapt_self_training"):  # the same masked LM, then self_training's source stage and rounds
-        rounds = 2 if method.endswith("_2rounds") else 1
+        rounds = int(method.rsplit("_", 1)[1].removesuffix("rounds")) if method.endswith("rounds") else 1
         return {"strategy": {"name": "self_training", "target_labels": False, "max_unlabelled": args.max_unlabelled,
                              "rounds": rounds},
                 "adaptive_pretraining": target_mlm_stage(args)}

@@ -29,6 +29,17 @@ examples in the same batches and order; issue 14):
 * ``textransfer_compile_buckets``: ``torch_compile: true`` + ``pad_to_multiple_of: 32``: one static
   graph per shape (at most 4 lengths x 2 batch sizes).
 
+The same work at a lower precision of the matrix multiplies (fast on CPUs with bf16 instructions,
+AVX512_BF16 or AMX; the JSON's environment says whether this one has them):
+
+* ``textransfer_bf16``: the run option ``mixed_precision: bf16`` (Accelerate's CPU autocast).
+* ``textransfer_matmul_bf16``: fp32 throughout, ``torch.set_float32_matmul_precision("medium")``
+  (oneDNN computes each fp32 matrix multiply on bf16-rounded inputs, as TF32 does on a GPU).
+* ``trainer_grouped_bf16`` and ``trainer_grouped_matmul_bf16``: their like-for-like peers,
+  ``trainer_grouped`` with ``bf16=True`` and under ``set_float32_matmul_precision("medium")``. The
+  issue's goal is against the faster fp32 Trainer configuration; these rows show the ratios at the
+  same precision.
+
 ``train_samples_per_s`` *includes* compilation (the steps that compiled are part of the loop);
 ``steady_samples_per_s`` leaves out the steps that compiled a graph (their examples and their wall
 time), and ``compile_s`` is the time those steps took beyond what they would at the steady rate.
@@ -63,7 +74,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -84,14 +95,18 @@ from textransfer.training.trainer import StageTrainer
 from textransfer.training.accelerator import make_accelerator  # noqa: E402
 
 CONFIGS = ("textransfer", "trainer_dynamic", "trainer_grouped", "textransfer_frozen_word_embeddings",
-           "textransfer_eager_attention", "textransfer_buckets", "textransfer_compile", "textransfer_compile_buckets")
+           "textransfer_eager_attention", "textransfer_buckets", "textransfer_compile", "textransfer_compile_buckets",
+           "textransfer_bf16", "textransfer_matmul_bf16", "trainer_grouped_bf16", "trainer_grouped_matmul_bf16")
 # The first three are the comparison the issue asks for (the same work on both sides). The
 # fourth is textransfer with `train_word_embeddings: false` (different work: the 11.7M-row
 # word-embedding matrix stays fixed), reported beside it so that its speed/accuracy trade is
 # visible; it is not used for the speed-up ratios. The last four are textransfer with one speed
-# option of the training step each (SPEED_OPTIONS), on the first three's identical work.
+# option of the training step each (SPEED_OPTIONS), on the first three's identical work. The
+# bf16 rows are the same work at lower matrix precision, and `trainer_grouped_bf16` is their
+# like-for-like peer (the faster Trainer configuration with `bf16=True`); the issue's goal is
+# against the faster of the two fp32 Trainer configurations, the peer is shown beside it.
 DEFAULT_CONFIGS = CONFIGS
-TRAINER_CONFIGS = ("trainer_dynamic", "trainer_grouped")
+TRAINER_CONFIGS = ("trainer_dynamic", "trainer_grouped")  # the goal's reference: fp32, as the issue measured
 BUCKET = 32  # pad_to_multiple_of of the bucket rows: max_length 128 -> lengths 32, 64, 96, 128
 # the speed options of the training step (issue 14): textransfer with these settings, on identical work
 SPEED_OPTIONS: Dict[str, Dict[str, Any]] = {
@@ -100,6 +115,12 @@ SPEED_OPTIONS: Dict[str, Dict[str, Any]] = {
     "textransfer_buckets": {"pad_to_multiple_of": BUCKET},
     "textransfer_compile": {"torch_compile": True},
     "textransfer_compile_buckets": {"torch_compile": True, "pad_to_multiple_of": BUCKET},
+    # `mixed_precision: bf16` (a run's top-level option): Accelerate's CPU autocast, bf16 matrix
+    # multiplies on bf16 copies of weights and activations, fp32 master weights and optimiser
+    "textransfer_bf16": {"mixed_precision": "bf16"},
+    # everything stays fp32; oneDNN rounds a matrix multiply's inputs to bf16 inside the kernel
+    # (`torch.set_float32_matmul_precision("medium")`: on a CPU that is bf16, on a GPU TF32)
+    "textransfer_matmul_bf16": {"float32_matmul_precision": "medium"},
 }
 SPEED_GOAL = 1.3  # issue 14: samples/s of the faster Trainer configuration, times this
 
@@ -190,9 +211,33 @@ def _compiled_graphs() -> int:
     return int(counters["stats"]["unique_graphs"])
 
 
+@contextlib.contextmanager
+def matmul_precision(precision: Optional[str]):
+    """``torch.set_float32_matmul_precision(precision)`` for the block (a process-wide setting)."""
+    before = torch.get_float32_matmul_precision()
+    if precision:
+        torch.set_float32_matmul_precision(precision)
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
 def run_textransfer(data, train, dev, seed: int, train_word_embeddings: bool = True, attn_implementation=None,
+                    mixed_precision: str = "no", float32_matmul_precision: Optional[str] = None,
                     **speed) -> Dict[str, Any]:
-    """``StageTrainer`` on the work above; ``speed``: TrainingConfig's speed options (``SPEED_OPTIONS``)."""
+    """``StageTrainer`` on the work above; ``speed``: TrainingConfig's speed options (``SPEED_OPTIONS``);
+    ``mixed_precision`` the run's (Accelerate's); ``float32_matmul_precision`` torch's, for the whole run."""
+    with matmul_precision(float32_matmul_precision):
+        result = _run_textransfer(data, train, dev, seed, train_word_embeddings, attn_implementation,
+                                  mixed_precision, **speed)
+    result["options"].update(mixed_precision=mixed_precision,
+                             float32_matmul_precision=float32_matmul_precision or torch.get_float32_matmul_precision())
+    return result
+
+
+def _run_textransfer(data, train, dev, seed: int, train_word_embeddings: bool, attn_implementation,
+                     mixed_precision: str, **speed) -> Dict[str, Any]:
     model, checksum = fresh_model(data.label_names, seed, attn_implementation)
     if not train_word_embeddings:
         freeze(model, word_embeddings=True)
@@ -211,7 +256,7 @@ def run_textransfer(data, train, dev, seed: int, train_word_embeddings: bool = T
         torch._dynamo.reset()
     # nor any kernel from inductor's caches: every compiled run compiles cold, whatever ran before it
     cold = fresh_inductor_cache() if args.torch_compile else contextlib.nullcontext()
-    accelerator = make_accelerator("no", cpu=True)
+    accelerator = make_accelerator(mixed_precision, cpu=True)
     trainer = TimedStageTrainer(
         model, _TOKENIZER, args, accelerator, ["accuracy"], seed=seed,
         head_parameters=head_parameter_names(model), desc="textransfer",
@@ -240,7 +285,16 @@ def run_textransfer(data, train, dev, seed: int, train_word_embeddings: bool = T
     }
 
 
-def run_trainer(data, train, dev, seed: int, grouped: bool, workdir: str) -> Dict[str, Any]:
+def run_trainer(data, train, dev, seed: int, grouped: bool, workdir: str, bf16: bool = False,
+                float32_matmul_precision: Optional[str] = None) -> Dict[str, Any]:
+    """``transformers.Trainer`` on the work above (``bf16``: its own option; ``float32_matmul_precision``: torch's)."""
+    with matmul_precision(float32_matmul_precision):
+        result = _run_trainer(data, train, dev, seed, grouped, workdir, bf16)
+    result["options"]["float32_matmul_precision"] = float32_matmul_precision or torch.get_float32_matmul_precision()
+    return result
+
+
+def _run_trainer(data, train, dev, seed: int, grouped: bool, workdir: str, bf16: bool) -> Dict[str, Any]:
     model, checksum = fresh_model(data.label_names, seed)
     kwargs = dict(
         output_dir=workdir,
@@ -260,6 +314,7 @@ def run_trainer(data, train, dev, seed: int, grouped: bool, workdir: str) -> Dic
         dataloader_num_workers=0,
         use_cpu=True,
         train_sampling_strategy="group_by_length" if grouped else "random",
+        bf16=bf16,
     )
     targs = TrainingArguments(**kwargs)
     trainer = Trainer(
@@ -296,6 +351,7 @@ def run_trainer(data, train, dev, seed: int, grouped: bool, workdir: str) -> Dic
         "eval_time_s": round(eval_time, 3),
         "init_head_checksum": checksum,
         "optimizer": f"{targs.optim} ({type(opt).__name__}, fused={bool(opt.defaults.get('fused'))})",
+        "options": {"bf16": bf16},
         "timing": 'train_result.metrics["train_samples_per_second"] (training loop only)',
     }
 
@@ -377,7 +433,9 @@ def main(argv=None) -> int:
                 elif name == "textransfer_frozen_word_embeddings":
                     r = run_textransfer(data, train, dev, opts.seed, train_word_embeddings=False)
                 else:
-                    r = run_trainer(data, train, dev, opts.seed, grouped=(name == "trainer_grouped"), workdir=workdir)
+                    r = run_trainer(data, train, dev, opts.seed, grouped=name.startswith("trainer_grouped"),
+                                    workdir=workdir, bf16=name == "trainer_grouped_bf16",
+                                    float32_matmul_precision="medium" if name.endswith("_matmul_bf16") else None)
                 print(f"[throughput]   {r['train_samples_per_s']:.1f} samples/s (steady {_num(r['steady_samples_per_s'])}, "
                       f"compile {_num(r['compile_s'])} s), dev accuracy {r['eval_accuracy']:.4f}",
                       file=sys.stderr, flush=True)
@@ -408,6 +466,13 @@ def main(argv=None) -> int:
                 "met": bool(report["speedup_vs_best_trainer"] >= 1.5 and abs(report["accuracy_delta_vs_best_trainer"]) <= 0.01),
             }
     report.update(speed_summary(report))
+    for ours_name, theirs_name in (("textransfer_bf16", "trainer_grouped_bf16"),
+                                   ("textransfer_matmul_bf16", "trainer_grouped_matmul_bf16")):
+        if ours_name in report and theirs_name in report:  # like for like at the same precision
+            ours_row, theirs_row = report[ours_name], report[theirs_name]
+            report[f"{ours_name}_vs_{theirs_name}"] = {
+                "speedup": round(ours_row["train_samples_per_s"] / theirs_row["train_samples_per_s"], 3),
+                "accuracy_delta": round(ours_row["eval_accuracy"] - theirs_row["eval_accuracy"], 5)}
     report["measured"] = (
         "train_samples_per_s: training examples / wall time of the training loop only (tokenization, "
         "set-up and evaluation excluded). textransfer: StageResult.train_samples_per_s; Trainer: "
@@ -451,6 +516,8 @@ def main(argv=None) -> int:
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the widest vector ISA torch uses
+        "cpu_bf16_matmul": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
     }
 
     print_table(report, opts.configs)
@@ -507,7 +574,8 @@ def print_table(report: Dict[str, Any], configs: List[str]) -> None:
     print(f"\n{work['train_examples']} SST-2 train examples, batch {work['batch_size']}, {work['epochs']} epoch, "
           f"max_length {work['max_length']}, {report['environment']['torch_num_threads']} torch threads")
     for key in ("speedup_vs_trainer_dynamic", "speedup_vs_trainer_grouped", "speedup_vs_best_trainer",
-                "accuracy_delta_vs_best_trainer", "frozen_word_embeddings_vs_best_trainer"):
+                "accuracy_delta_vs_best_trainer", "frozen_word_embeddings_vs_best_trainer",
+                "textransfer_bf16_vs_trainer_grouped_bf16", "textransfer_matmul_bf16_vs_trainer_grouped_matmul_bf16"):
         if key in report:
             print(f"{key}: {report[key]}")
     if "goal" in report:

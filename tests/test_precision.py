@@ -35,3 +35,22 @@ def test_a_run_asking_fp16_on_a_cpu_fails_before_training_and_writes_nothing(sam
     with pytest.raises(ConfigError, match="mixed_precision=no"):
         run_transfer(sample_run_config, output_dir=out)
     assert not out.exists()
+
+
+def test_bf16_on_a_cpu_without_bf16_instructions_warns_that_fp32_is_faster(monkeypatch, caplog):
+    from textransfer.training import accelerator
+
+    monkeypatch.setattr(accelerator, "cpu_bf16_is_fast", lambda: False)
+    with caplog.at_level("WARNING", logger=accelerator.__name__):
+        check_precision("bf16", torch.device("cpu"))
+    assert "mixed_precision: no is faster here" in caplog.text
+    with pytest.raises(ConfigError, match="slower than fp32 on this CPU"):
+        check_precision("fp16", torch.device("cpu"))
+
+    monkeypatch.setattr(accelerator, "cpu_bf16_is_fast", lambda: True)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger=accelerator.__name__):
+        check_precision("bf16", torch.device("cpu"))
+    assert caplog.text == ""  # bf16 instructions: nothing to warn about
+    with pytest.raises(ConfigError, match="faster than fp32 on this CPU"):
+        check_precision("fp16", torch.device("cpu"))

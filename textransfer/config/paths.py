@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # task.py imports this module: a runtime import would be a cycle
+    from .task import TaskConfig
 
 PACKAGE_PREFIX = "textransfer:"
 

@@ -10,7 +10,7 @@ cfg = RunConfig.from_yaml("recipes/news_to_sentiment.yaml",
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Dict, List, Optional, Tuple
 
@@ -21,7 +21,7 @@ from .model import ModelConfig
 from .paths import relative_to, resolve_task_paths
 from .pretraining import AdaptivePretrainingConfig
 from .schema import apply_overrides, build, option
-from .strategies import AUTO, StrategyConfig, strategy_config
+from .strategies import AUTO, strategy_config
 from .task import TaskConfig
 from .training import TrainingConfig
 

@@ -92,18 +92,30 @@ def check_precision(mixed_precision: str, device: torch.device) -> None:
     fp32 without a word, so ``config.yaml`` would claim fp16 for an fp32 run, and its memory,
     speed and numbers would not be what the recipe asked for. Failing at once, with the override
     that works, is what ``transformers.TrainingArguments(fp16=True)`` does on a CPU too, and keeps
-    every recorded precision the one that ran. bf16 autocast does run on a CPU (slowly).
+    every recorded precision the one that ran. bf16 autocast does run on any CPU: fast where the
+    CPU has bf16 instructions (AVX512_BF16 or AMX: 1.7-3x fp32 in ``benchmarks/throughput.py``),
+    slower than fp32 where it has not, which is said in a warning (:func:`cpu_bf16_is_fast`).
     """
     if mixed_precision == "fp16" and device.type == "cpu":
+        bf16_speed = ("faster than fp32 on this CPU" if cpu_bf16_is_fast()
+                      else "slower than fp32 on this CPU, which has no bf16 instructions")
         raise ConfigError(
             "`mixed_precision: fp16` needs a GPU, and this process runs on the CPU: "
             "Accelerate would train in fp32 without saying so. Set mixed_precision=no (fp32) or "
-            "mixed_precision=bf16 (CPU autocast, slower); or run on a GPU.", option="mixed_precision")
+            f"mixed_precision=bf16 (CPU autocast, {bf16_speed}); or run on a GPU.", option="mixed_precision")
+    if mixed_precision == "bf16" and device.type == "cpu" and not cpu_bf16_is_fast():
+        logger.warning("mixed_precision: bf16 on a CPU without bf16 instructions (AVX512_BF16, AMX): autocast "
+                       "emulates them and trains slower than fp32; mixed_precision: no is faster here.")
     if mixed_precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ConfigError(
             f"`mixed_precision: bf16` needs a GPU with bfloat16 support (compute capability 8.0+, e.g. A100, H100); "
             f"{torch.cuda.get_device_name(device)} has none. Set mixed_precision=fp16 or mixed_precision=no.",
             option="mixed_precision")
+
+
+def cpu_bf16_is_fast() -> bool:
+    """Whether this CPU multiplies bf16 matrices natively (oneDNN's AVX512_BF16 or AMX kernels)."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 # ------------------------------------------------------------------ experiment tracking
