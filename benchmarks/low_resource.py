@@ -14,6 +14,7 @@ source stage (MiniLM-L6 fine-tuned on the source) is trained once and kept; then
 | ``relational_distillation`` | ``transfer`` keeping the source-tuned encoder's pairwise feature structure on target batches |
 | ``tapt`` | the pretrained encoder, masked-LM on unlabelled SST-2 sentences first, then fine-tuned (no source) |
 | ``source_tapt`` | the source-tuned encoder, masked-LM on unlabelled SST-2 sentences, then fine-tuned |
+| ``shipped`` | what a whole textransfer run ships (source stage, target stage and baseline in one run): whichever of its transfer model and its no-transfer baseline scored better on the target's validation split (``results.json``'s ``selected``) |
 | ``scratch``, ``features`` | (not run by default) re-initialised encoder; frozen source-tuned encoder + linear head |
 
 The arms share the target budget (``--target-epochs``, capped at ``--max-target-steps``), the seed
@@ -56,7 +57,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 SOURCES = ["imdb", "ag_news"]
-METHODS = ["baseline", "transfer", "lpft", "joint", "relational_distillation", "tapt", "source_tapt"]
+METHODS = ["baseline", "transfer", "lpft", "joint", "relational_distillation", "tapt", "source_tapt", "shipped"]
 OPTIONAL_METHODS = ["scratch", "features"]
 # arms that do not use the source: run once per (k, seed) and shown under every source
 SOURCE_FREE = {"baseline", "tapt", "scratch"}
@@ -142,6 +143,11 @@ def arm_config(args, method: str, source: str, k: int, seed: int, work: Path) ->
         base.update(model=source_tuned, strategy={"name": "relational_distillation"})
     elif method in ("tapt", "source_tapt"):
         base["adaptive_pretraining"] = tapt
+    elif method == "shipped":
+        # a whole run, source stage included (from the stage cache after a seed's first k), so that
+        # its baseline is the pretrained encoder and `selected` chooses as a user's run would
+        base.update(source=source_task(d, source, args.source_examples), source_training=source_training(args),
+                    baseline=True)
     elif method == "scratch":
         base["strategy"] = {"name": "scratch"}
     elif method == "features":
@@ -162,7 +168,14 @@ def run_arm(args, method: str, source: str, k: int, seed: int, work: Path) -> di
     """Train one arm; its test accuracy and predictions (in SST-2 dev's row order)."""
     from textransfer import RunConfig
 
-    return run_arm_predictions(RunConfig.from_dict(arm_config(args, method, source, k, seed, work)), "low_resource_")
+    return run_arm_predictions(RunConfig.from_dict(arm_config(args, method, source, k, seed, work)), "low_resource_",
+                               shipped=method == "shipped")
+
+
+def source_training(args) -> dict:
+    """The source stage's training settings (the kept source models' and ``shipped``'s)."""
+    return {"batch_size": args.batch_size, "learning_rate": args.learning_rate, "eval_batch_size": 64,
+            "num_epochs": args.source_epochs}
 
 
 def train_source(args, source: str, seed: int, work: Path) -> None:
@@ -176,8 +189,7 @@ def train_source(args, source: str, seed: int, work: Path) -> None:
         "model": {"name_or_path": args.model, "max_length": args.max_length}, "seed": seed,
         "source": source_task(Path(args.data_dir), source, args.source_examples),
         "target": target_task(Path(args.data_dir), 16, args.test_examples),
-        "source_training": {"batch_size": args.batch_size, "learning_rate": args.learning_rate, "eval_batch_size": 64,
-                            "num_epochs": args.source_epochs}})
+        "source_training": source_training(args)})
     train_source_model(cfg, folder, f"{source}, seed {seed}")
 
 
@@ -210,7 +222,7 @@ def summarise(done: dict, sources, methods, ks, seeds) -> dict:
                 runs = [done[unit_key(m, source, k, s)] for s in seeds]
                 accs = [r["accuracy"] for r in runs]
                 row[m] = {"mean": statistics.mean(accs), "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
-                          "runs": accs}
+                          "runs": accs, **({"selected": [r["selected"] for r in runs]} if m == "shipped" else {})}
                 if m != "baseline":
                     row[m]["vs_baseline"] = compare(runs, base)
             summary.setdefault(source, {})[str(k)] = row
@@ -275,15 +287,19 @@ def main(argv=None) -> int:
                     key = unit_key(method, source, k, seed)
                     if key in done:
                         continue
-                    if method not in SOURCE_FREE:
+                    if method not in SOURCE_FREE and method != "shipped":  # shipped trains its own source stage
                         train_source(args, source, seed, work)
                     t0 = time.perf_counter()
                     done[key] = dict(run_arm(args, method, source, k, seed, work), seconds=round(time.perf_counter() - t0, 1))
                     save_partial(partial, done, settings)
-                    print(f"[{len(done)}/{len(units)}] {key}: {100 * done[key]['accuracy']:.1f} "
+                    print(f"[{sum(u in done for u in units)}/{len(units)}] {key}: {100 * done[key]['accuracy']:.1f} "
                           f"({done[key]['seconds']:.0f} s)", flush=True)
     summary = summarise(done, sources, methods, ks, seeds)
     print_tables(summary, methods, ks)
+    if "shipped" in methods:
+        for source, by_k in summary.items():
+            print(f"{source}: the arm `shipped` shipped, per k over seeds {seeds}: "
+                  + "; ".join(f"k={k}: {', '.join(by_k[str(k)]['shipped']['selected'])}" for k in ks))
     total = time.perf_counter() - t_all
     print(f"\nCost: {total / 60:.1f} min wall-clock this invocation on {os.cpu_count()} cores; "
           f"{sum(r['seconds'] for r in done.values()) / 60:.1f} min summed over the {len(done)} runs; seeds {seeds}")
