@@ -61,6 +61,8 @@ METHODS = ["baseline", "transfer", "lpft", "joint", "relational_distillation", "
 OPTIONAL_METHODS = ["scratch", "features"]
 # arms that do not use the source: run once per (k, seed) and shown under every source
 SOURCE_FREE = {"baseline", "tapt", "scratch"}
+# arms that start from the kept source-tuned model (``joint`` and ``shipped`` train their own source stage)
+LOADS_SOURCE_MODEL = {"transfer", "lpft", "source_tapt", "features", "relational_distillation"}
 # LP-FT's head-only share of the target budget
 LPFT_WARMUP_SHARE = 0.25
 
@@ -131,7 +133,7 @@ def arm_config(args, method: str, source: str, k: int, seed: int, work: Path) ->
             "batch_size": args.batch_size, "learning_rate": args.learning_rate, "heldout_fraction": 0.05}
     base = {"target": target_task(d, k, args.test_examples), "seed": seed, "baseline": False,
             "target_training": training, "model": pretrained}
-    if method in ("transfer", "lpft", "source_tapt", "features"):
+    if method in LOADS_SOURCE_MODEL:
         base["model"] = source_tuned
     if method == "lpft":
         warmup = max(1, int(LPFT_WARMUP_SHARE * (training["max_steps"] or steps_uncapped(args, k))))
@@ -140,7 +142,7 @@ def arm_config(args, method: str, source: str, k: int, seed: int, work: Path) ->
         base.update(source=source_task(d, source, args.source_examples), strategy={"name": "joint", "alpha": 0.5})
     elif method == "relational_distillation":
         # no source task: the teacher is the loaded (source-tuned) encoder, trained once per seed
-        base.update(model=source_tuned, strategy={"name": "relational_distillation"})
+        base["strategy"] = {"name": "relational_distillation"}
     elif method in ("tapt", "source_tapt"):
         base["adaptive_pretraining"] = tapt
     elif method == "shipped":
@@ -287,7 +289,7 @@ def main(argv=None) -> int:
                     key = unit_key(method, source, k, seed)
                     if key in done:
                         continue
-                    if method not in SOURCE_FREE and method != "shipped":  # shipped trains its own source stage
+                    if method in LOADS_SOURCE_MODEL:
                         train_source(args, source, seed, work)
                     t0 = time.perf_counter()
                     done[key] = dict(run_arm(args, method, source, k, seed, work), seconds=round(time.perf_counter() - t0, 1))

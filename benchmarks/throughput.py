@@ -92,7 +92,7 @@ from textransfer.modeling.freezing import freeze  # noqa: E402
 from textransfer.modeling.loading import head_parameter_names, load_for_classification, load_tokenizer  # noqa: E402
 from textransfer.data.tokenization import tokenize_dataset  # noqa: E402
 from textransfer.training.trainer import StageTrainer
-from textransfer.training.accelerator import make_accelerator  # noqa: E402
+from textransfer.training.accelerator import cpu_bf16_is_fast, make_accelerator  # noqa: E402
 
 CONFIGS = ("textransfer", "trainer_dynamic", "trainer_grouped", "textransfer_frozen_word_embeddings",
            "textransfer_eager_attention", "textransfer_buckets", "textransfer_compile", "textransfer_compile_buckets",
@@ -107,6 +107,16 @@ CONFIGS = ("textransfer", "trainer_dynamic", "trainer_grouped", "textransfer_fro
 # against the faster of the two fp32 Trainer configurations, the peer is shown beside it.
 DEFAULT_CONFIGS = CONFIGS
 TRAINER_CONFIGS = ("trainer_dynamic", "trainer_grouped")  # the goal's reference: fp32, as the issue measured
+# every Trainer configuration: run_trainer's options
+TRAINER_OPTIONS: Dict[str, Dict[str, Any]] = {
+    "trainer_dynamic": {"grouped": False},
+    "trainer_grouped": {"grouped": True},
+    "trainer_grouped_bf16": {"grouped": True, "bf16": True},
+    "trainer_grouped_matmul_bf16": {"grouped": True, "float32_matmul_precision": "medium"},
+}
+# textransfer's lower-precision rows and their like-for-like Trainer peers (same precision)
+SAME_PRECISION_PEERS = {"textransfer_bf16": "trainer_grouped_bf16",
+                        "textransfer_matmul_bf16": "trainer_grouped_matmul_bf16"}
 BUCKET = 32  # pad_to_multiple_of of the bucket rows: max_length 128 -> lengths 32, 64, 96, 128
 # the speed options of the training step (issue 14): textransfer with these settings, on identical work
 SPEED_OPTIONS: Dict[str, Dict[str, Any]] = {
@@ -433,9 +443,7 @@ def main(argv=None) -> int:
                 elif name == "textransfer_frozen_word_embeddings":
                     r = run_textransfer(data, train, dev, opts.seed, train_word_embeddings=False)
                 else:
-                    r = run_trainer(data, train, dev, opts.seed, grouped=name.startswith("trainer_grouped"),
-                                    workdir=workdir, bf16=name == "trainer_grouped_bf16",
-                                    float32_matmul_precision="medium" if name.endswith("_matmul_bf16") else None)
+                    r = run_trainer(data, train, dev, opts.seed, workdir=workdir, **TRAINER_OPTIONS[name])
                 print(f"[throughput]   {r['train_samples_per_s']:.1f} samples/s (steady {_num(r['steady_samples_per_s'])}, "
                       f"compile {_num(r['compile_s'])} s), dev accuracy {r['eval_accuracy']:.4f}",
                       file=sys.stderr, flush=True)
@@ -466,8 +474,7 @@ def main(argv=None) -> int:
                 "met": bool(report["speedup_vs_best_trainer"] >= 1.5 and abs(report["accuracy_delta_vs_best_trainer"]) <= 0.01),
             }
     report.update(speed_summary(report))
-    for ours_name, theirs_name in (("textransfer_bf16", "trainer_grouped_bf16"),
-                                   ("textransfer_matmul_bf16", "trainer_grouped_matmul_bf16")):
+    for ours_name, theirs_name in SAME_PRECISION_PEERS.items():
         if ours_name in report and theirs_name in report:  # like for like at the same precision
             ours_row, theirs_row = report[ours_name], report[theirs_name]
             report[f"{ours_name}_vs_{theirs_name}"] = {
@@ -517,7 +524,7 @@ def main(argv=None) -> int:
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the widest vector ISA torch uses
-        "cpu_bf16_matmul": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+        "cpu_bf16_matmul": cpu_bf16_is_fast(),
     }
 
     print_table(report, opts.configs)
@@ -575,7 +582,7 @@ def print_table(report: Dict[str, Any], configs: List[str]) -> None:
           f"max_length {work['max_length']}, {report['environment']['torch_num_threads']} torch threads")
     for key in ("speedup_vs_trainer_dynamic", "speedup_vs_trainer_grouped", "speedup_vs_best_trainer",
                 "accuracy_delta_vs_best_trainer", "frozen_word_embeddings_vs_best_trainer",
-                "textransfer_bf16_vs_trainer_grouped_bf16", "textransfer_matmul_bf16_vs_trainer_grouped_matmul_bf16"):
+                *(f"{ours}_vs_{theirs}" for ours, theirs in SAME_PRECISION_PEERS.items())):
         if key in report:
             print(f"{key}: {report[key]}")
     if "goal" in report:

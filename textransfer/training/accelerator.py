@@ -93,7 +93,7 @@ def check_precision(mixed_precision: str, device: torch.device) -> None:
     speed and numbers would not be what the recipe asked for. Failing at once, with the override
     that works, is what ``transformers.TrainingArguments(fp16=True)`` does on a CPU too, and keeps
     every recorded precision the one that ran. bf16 autocast does run on any CPU: fast where the
-    CPU has bf16 instructions (AVX512_BF16 or AMX: 1.7-3x fp32 in ``benchmarks/throughput.py``),
+    CPU has bf16 instructions (AVX512_BF16 or AMX: 1.6-2.1x fp32 in ``benchmarks/throughput.py``),
     slower than fp32 where it has not, which is said in a warning (:func:`cpu_bf16_is_fast`).
     """
     if mixed_precision == "fp16" and device.type == "cpu":
