@@ -6,6 +6,7 @@ python benchmarks/inference.py --data-dir ../shared/data --out inference.json   
 python benchmarks/inference.py --data-dir ../shared/data --out i.json --limit 2000 --threads 1 2
 python benchmarks/inference.py --data-dir ../shared/data --out smoke.json --limit 64       # smoke run
 python benchmarks/inference.py --data-dir ../shared/data --out i.json --model runs/imdb    # a trained run/model
+python benchmarks/inference.py ... --resume     # a stopped run goes on from OUT.partial (and OUT.work's model)
 ```
 
 Every side uses the same trained MiniLM classifier, the same reviews and truncation to 256 tokens.
@@ -31,9 +32,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pyarrow.csv as pcsv
@@ -42,6 +43,7 @@ import pyarrow.parquet as pq
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from textransfer.inference.defaults import DEFAULT_MAX_BATCH_TOKENS  # noqa: E402 (torch-free)
+from partial_results import load_partial, save_partial, write_final  # noqa: E402
 
 THREADS = r"""
 import sys, torch
@@ -176,22 +178,36 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", nargs="+", type=int,
                         help="torch (and ONNX Runtime) thread counts to measure, e.g. 1 2 (default: torch's own)")
     parser.add_argument("--quantize", action="store_true", help="also measure the int8 ONNX model")
+    parser.add_argument("--resume", action="store_true", help="go on from OUT.partial, left by a stopped run")
     args = parser.parse_args(argv)
     data_dir = Path(args.data_dir)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ["PYTHONPATH"] = str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")
 
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        model = args.model or train_model(data_dir, work, args.train_rows)
-        model_dir = str(Path(model) / "model") if (Path(model) / "model" / "config.json").is_file() else model
-        test = data_dir / "imdb" / "test.parquet"
-        if args.limit:
-            pq.write_table(pq.read_table(test, columns=["text", "label"]).slice(0, args.limit), work / "test.parquet")
-            test = work / "test.parquet"
-        counts = [str(n) for n in args.threads] if args.threads else ["default"]
-        by_threads = {n: measure(model, model_dir, test, work, args, n) for n in counts}
-        rows = pq.ParquetFile(test).metadata.num_rows
+    # every finished thread count is kept in OUT.partial, and the trained model and test file in
+    # OUT.work, so a stopped run resumes (--resume) without training or measuring again
+    out = Path(args.out)
+    partial, work = Path(f"{out}.partial"), Path(f"{out}.work")
+    settings = {k: getattr(args, k) for k in ("limit", "model", "train_rows", "batch_size", "max_batch_tokens",
+                                              "pipeline_batch_sizes", "threads", "quantize")}
+    by_threads = load_partial(args.resume, settings, partial)
+    if not args.resume:  # a fresh start keeps nothing of an earlier run's folder
+        shutil.rmtree(work, ignore_errors=True)
+    elif not (work / "run" / "model").is_dir():  # stopped while training: train again
+        shutil.rmtree(work / "run", ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+    model = args.model or (str(work / "run") if (work / "run" / "model").is_dir()
+                           else train_model(data_dir, work, args.train_rows))
+    model_dir = str(Path(model) / "model") if (Path(model) / "model" / "config.json").is_file() else model
+    test = data_dir / "imdb" / "test.parquet"
+    if args.limit:
+        pq.write_table(pq.read_table(test, columns=["text", "label"]).slice(0, args.limit), work / "test.parquet")
+        test = work / "test.parquet"
+    for n in [str(n) for n in args.threads] if args.threads else ["default"]:
+        if n not in by_threads:
+            by_threads[n] = measure(model, model_dir, test, work, args, n)
+            save_partial(partial, by_threads, settings)
+    rows = pq.ParquetFile(test).metadata.num_rows
 
     result = {
         "rows": rows,
@@ -199,8 +215,9 @@ def main(argv=None) -> int:
         "pipeline_batch_sizes": args.pipeline_batch_sizes, "textransfer_batch_size": args.batch_size,
         "textransfer_max_batch_tokens": args.max_batch_tokens,
         "threads": by_threads,
+        "settings": settings,
     }
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_final(out, result, partial, work)
     print(json.dumps(result, indent=2))
     return 0
 

@@ -58,13 +58,13 @@ Usage::
     python benchmarks/throughput.py --data-dir ../shared/data --max-train 256 --configs textransfer trainer_grouped
     # every configuration (today's loop, both Trainers, the speed options), median of 3:
     python benchmarks/throughput.py --data-dir ../shared/data --repeats 3 --out throughput_speed.json
+    # stopped? every finished run is in OUT.partial: the same command with --resume goes on from it
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import os
 import platform
@@ -86,6 +86,7 @@ from accelerate.utils import set_seed  # noqa: E402
 from torch._inductor.utils import fresh_cache as fresh_inductor_cache  # noqa: E402
 from transformers import DataCollatorWithPadding, Trainer, TrainingArguments  # noqa: E402
 
+from partial_results import load_partial, save_partial, write_atomically  # noqa: E402
 from textransfer.config import ModelConfig, TaskConfig, TrainingConfig  # noqa: E402
 from textransfer.data.loading import load_task  # noqa: E402
 from textransfer.modeling.freezing import freeze  # noqa: E402
@@ -152,6 +153,7 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=1, help="runs of each configuration (default 1); the median is reported")
     p.add_argument("--configs", nargs="+", choices=CONFIGS, default=list(DEFAULT_CONFIGS), help="configurations to run")
     p.add_argument("--seed", type=int, default=42, help="seed of model init, shuffling and dropout (default 42)")
+    p.add_argument("--resume", action="store_true", help="go on from OUT.partial, left by a stopped run (needs --out)")
     p.add_argument("--warmup-steps", type=int, default=10,
                    help="untimed training steps on a throwaway model before the first configuration (default 10)")
     return p.parse_args(argv)
@@ -432,22 +434,23 @@ def main(argv=None) -> int:
         print(f"[throughput] warm-up: {opts.warmup_steps} untimed steps", file=sys.stderr, flush=True)
         warm_up(data, train, opts.seed, opts.warmup_steps)
 
+    # every finished run is kept in OUT.partial as it ends, so a stopped run resumes (--resume)
+    partial = Path(f"{opts.out}.partial") if opts.out else None
+    settings = {"max_train": opts.max_train, "repeats": opts.repeats, "configs": opts.configs, "seed": opts.seed,
+                "warmup_steps": opts.warmup_steps, "torch": torch.__version__, "threads": torch.get_num_threads()}
+    done = load_partial(opts.resume, settings, partial) if partial else {}
     results: Dict[str, List[Dict[str, Any]]] = {c: [] for c in opts.configs}
     with tempfile.TemporaryDirectory(prefix="throughput-") as workdir:
         for rep in range(opts.repeats):
             # rotate the order on each repeat, so that no configuration always runs first
             for name in opts.configs[rep % len(opts.configs):] + opts.configs[: rep % len(opts.configs)]:
-                print(f"[throughput] repeat {rep + 1}/{opts.repeats}: {name}", file=sys.stderr, flush=True)
-                if name in SPEED_OPTIONS:
-                    r = run_textransfer(data, train, dev, opts.seed, **SPEED_OPTIONS[name])
-                elif name == "textransfer_frozen_word_embeddings":
-                    r = run_textransfer(data, train, dev, opts.seed, train_word_embeddings=False)
-                else:
-                    r = run_trainer(data, train, dev, opts.seed, workdir=workdir, **TRAINER_OPTIONS[name])
-                print(f"[throughput]   {r['train_samples_per_s']:.1f} samples/s (steady {_num(r['steady_samples_per_s'])}, "
-                      f"compile {_num(r['compile_s'])} s), dev accuracy {r['eval_accuracy']:.4f}",
-                      file=sys.stderr, flush=True)
-                results[name].append(r)
+                key = f"{name}#{rep}"
+                if key not in done:
+                    print(f"[throughput] repeat {rep + 1}/{opts.repeats}: {name}", file=sys.stderr, flush=True)
+                    done[key] = run_config(name, data, train, dev, opts.seed, workdir)
+                    if partial:
+                        save_partial(partial, done, settings)
+                results[name].append(done[key])
 
     report: Dict[str, Any] = {name: summarize(runs) for name, runs in results.items()}
     if "textransfer" in report:
@@ -530,9 +533,23 @@ def main(argv=None) -> int:
     print_table(report, opts.configs)
     if opts.out:
         Path(opts.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(opts.out).write_text(json.dumps(report, indent=2) + "\n")
+        write_atomically(Path(opts.out), report, indent=2)
+        partial.unlink(missing_ok=True)
         print(f"wrote {opts.out}")
     return 0
+
+
+def run_config(name: str, data, train, dev, seed: int, workdir: str) -> Dict[str, Any]:
+    """One timed run of configuration ``name``."""
+    if name in SPEED_OPTIONS:
+        r = run_textransfer(data, train, dev, seed, **SPEED_OPTIONS[name])
+    elif name == "textransfer_frozen_word_embeddings":
+        r = run_textransfer(data, train, dev, seed, train_word_embeddings=False)
+    else:
+        r = run_trainer(data, train, dev, seed, workdir=workdir, **TRAINER_OPTIONS[name])
+    print(f"[throughput]   {r['train_samples_per_s']:.1f} samples/s (steady {_num(r['steady_samples_per_s'])}, "
+          f"compile {_num(r['compile_s'])} s), dev accuracy {r['eval_accuracy']:.4f}", file=sys.stderr, flush=True)
+    return r
 
 
 def speed_summary(report: Dict[str, Any]) -> Dict[str, Any]:
