@@ -191,13 +191,13 @@ def main(argv=None) -> int:
     settings = {k: getattr(args, k) for k in ("limit", "model", "train_rows", "batch_size", "max_batch_tokens",
                                               "pipeline_batch_sizes", "threads", "quantize")}
     by_threads = load_partial(args.resume, settings, partial)
+    trained = work / "run" / "model"  # train_model's model, saved whole or not at all
     if not args.resume:  # a fresh start keeps nothing of an earlier run's folder
         shutil.rmtree(work, ignore_errors=True)
-    elif not (work / "run" / "model").is_dir():  # stopped while training: train again
+    elif not trained.is_dir():  # stopped while training: train again
         shutil.rmtree(work / "run", ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
-    model = args.model or (str(work / "run") if (work / "run" / "model").is_dir()
-                           else train_model(data_dir, work, args.train_rows))
+    model = args.model or (str(trained.parent) if trained.is_dir() else train_model(data_dir, work, args.train_rows))
     model_dir = str(Path(model) / "model") if (Path(model) / "model" / "config.json").is_file() else model
     test = data_dir / "imdb" / "test.parquet"
     if args.limit:

@@ -436,6 +436,8 @@ def main(argv=None) -> int:
 
     # every finished run is kept in OUT.partial as it ends, so a stopped run resumes (--resume)
     partial = Path(f"{opts.out}.partial") if opts.out else None
+    if partial:  # the partial file is written after the first run, beside OUT
+        partial.parent.mkdir(parents=True, exist_ok=True)
     settings = {"max_train": opts.max_train, "repeats": opts.repeats, "configs": opts.configs, "seed": opts.seed,
                 "warmup_steps": opts.warmup_steps, "torch": torch.__version__, "threads": torch.get_num_threads()}
     done = load_partial(opts.resume, settings, partial) if partial else {}
@@ -532,7 +534,6 @@ def main(argv=None) -> int:
 
     print_table(report, opts.configs)
     if opts.out:
-        Path(opts.out).parent.mkdir(parents=True, exist_ok=True)
         write_atomically(Path(opts.out), report, indent=2)
         partial.unlink(missing_ok=True)
         print(f"wrote {opts.out}")
