@@ -11,11 +11,13 @@ Two questions, measured in one run:
    on this CPU by any runtime, since GEMM is most of the work.
 2. **Dead work in the last layer.** A classifier reads only the first token's last hidden state
    (BERT's pooler, RoBERTa's and ELECTRA's heads), so every other position of the last encoder layer
-   is computed and thrown away (and, in training, back-propagated as zeros). ``FirstTokenLastLayer``
-   computes that layer's keys and values for every token but its query, attention output and
-   feed-forward for the first token only. It reports the logits' largest difference from the full
-   model and the training step's time both ways, interleaved so that drift of the machine hits both.
-   A probe, not yet a package option: the step is MiniLM's on a random batch of SST-2's mean shape.
+   is computed and thrown away (and, in training, back-propagated as zeros). The package's
+   ``first_token_last_layer`` (``textransfer/modeling/first_token.py``, on by default since
+   2026-12-07; this script's own probe of it before) computes that layer's keys and values for every
+   token but its query, attention output and feed-forward for the first token only. It reports the
+   logits' largest difference from the full model and the training step's time both ways,
+   interleaved so that drift of the machine hits both: MiniLM's step on a random batch of SST-2's
+   mean shape.
 
 Inputs: ``--throughput`` and ``--inference`` are the JSON files of ``throughput.py`` and
 ``inference.py`` measured on this machine (the rows/s the goals are relative to are read there).
@@ -36,10 +38,10 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from partial_results import load_partial, save_partial, write_atomically  # noqa: E402
+from textransfer.modeling.first_token import first_token_last_layer  # noqa: E402
 
 STEP_BATCH = (32, 14)  # batch size x tokens: SST-2's mean batch in throughput.py (446 tokens / 32)
 
@@ -124,38 +126,16 @@ def ceiling(args, config, tokenizer) -> dict:
     return out
 
 
-class FirstTokenLastLayer(torch.nn.Module):
-    """A BERT-style encoder layer computed for the first position only: keys and values from every
-    token, the query, attention output and feed-forward for the first (the classifier's only input)."""
-
-    def __init__(self, layer):
-        super().__init__()
-        self.layer = layer
-
-    def forward(self, hidden, attention_mask=None, *args, **kwargs):
-        att = self.layer.attention.self
-        batch, length, width = hidden.shape
-        heads, head_size = att.num_attention_heads, att.attention_head_size
-        first = hidden[:, :1]
-        query = att.query(first).view(batch, 1, heads, head_size).transpose(1, 2)
-        key = att.key(hidden).view(batch, length, heads, head_size).transpose(1, 2)
-        value = att.value(hidden).view(batch, length, heads, head_size).transpose(1, 2)
-        if attention_mask is not None and attention_mask.dim() == 4 and attention_mask.shape[-2] != 1:
-            attention_mask = attention_mask[:, :, :1, :]
-        context = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, scale=att.scaling,
-                                                 dropout_p=att.dropout.p if att.training else 0.0)
-        attended = self.layer.attention.output(context.transpose(1, 2).reshape(batch, 1, width), first)
-        return self.layer.feed_forward_chunk(attended)
-
-
-def step_ms(model, optimizer, steps: int) -> float:
+def step_ms(model, optimizer, steps: int, first_token: bool) -> float:
     batch_size, length = STEP_BATCH
 
     def step():
         batch = {"input_ids": torch.randint(1000, 30000, (batch_size, length)),
                  "attention_mask": torch.ones(batch_size, length, dtype=torch.long),
                  "labels": torch.randint(0, 2, (batch_size,))}
-        model(**batch).loss.backward()
+        with first_token_last_layer(model, enabled=first_token):
+            loss = model(**batch).loss
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -174,22 +154,19 @@ def last_layer_probe(args, model_path: str) -> dict:
     torch.set_num_threads(2)
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=2).eval()
-    full_layer = model.bert.encoder.layer[-1]
-    first_layer = FirstTokenLastLayer(full_layer)
     ids = torch.randint(1000, 30000, (4, 40))
     mask = torch.ones_like(ids)
     mask[1, 30:], mask[2, 7:] = 0, 0  # padded rows too
     with torch.no_grad():
         reference = model(input_ids=ids, attention_mask=mask).logits
-        model.bert.encoder.layer[-1] = first_layer
-        diff = (model(input_ids=ids, attention_mask=mask).logits - reference).abs().max().item()
+        with first_token_last_layer(model):
+            diff = (model(input_ids=ids, attention_mask=mask).logits - reference).abs().max().item()
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5, fused=True)
     timings = {"full_last_layer_ms": [], "first_token_last_layer_ms": []}
     for _ in range(args.rounds):
-        for name, layer in (("full_last_layer_ms", full_layer), ("first_token_last_layer_ms", first_layer)):
-            model.bert.encoder.layer[-1] = layer
-            timings[name].append(round(step_ms(model, optimizer, args.steps), 1))
+        for name, first_token in (("full_last_layer_ms", False), ("first_token_last_layer_ms", True)):
+            timings[name].append(round(step_ms(model, optimizer, args.steps, first_token), 1))
     median = {name: sorted(values)[len(values) // 2] for name, values in timings.items()}
     return {"max_abs_logit_diff": diff, "step_ms": timings, "median_step_ms": median,
             "step_speedup": round(median["full_last_layer_ms"] / median["first_token_last_layer_ms"], 3)}

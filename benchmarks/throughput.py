@@ -22,6 +22,10 @@ Configurations:
 Speed options of the training step, each ``textransfer`` with one setting changed (the same
 examples in the same batches and order; issue 14):
 
+* ``textransfer_full_last_layer``: ``first_token_last_layer: false``: the last encoder layer computed
+  for every token, as before that default (and as the Trainer computes it).
+* ``textransfer_dense_embedding_gradient``: ``sparse_embedding_gradient: false``: a fresh dense
+  word-embedding gradient every step, as before that default (and as the Trainer has it).
 * ``textransfer_eager_attention``: ``model.attn_implementation: eager``. transformers 5 already gives
   BERT ``sdpa`` by default, so ``textransfer`` *is* the SDPA row and this one shows what SDPA brings.
 * ``textransfer_buckets``: ``pad_to_multiple_of: 32`` alone: what the extra padding costs.
@@ -96,7 +100,8 @@ from textransfer.training.trainer import StageTrainer
 from textransfer.training.accelerator import cpu_bf16_is_fast, make_accelerator  # noqa: E402
 
 CONFIGS = ("textransfer", "trainer_dynamic", "trainer_grouped", "textransfer_frozen_word_embeddings",
-           "textransfer_eager_attention", "textransfer_buckets", "textransfer_compile", "textransfer_compile_buckets",
+           "textransfer_full_last_layer", "textransfer_dense_embedding_gradient", "textransfer_eager_attention",
+           "textransfer_buckets", "textransfer_compile", "textransfer_compile_buckets",
            "textransfer_bf16", "textransfer_matmul_bf16", "trainer_grouped_bf16", "trainer_grouped_matmul_bf16")
 # The first three are the comparison the issue asks for (the same work on both sides). The
 # fourth is textransfer with `train_word_embeddings: false` (different work: the 11.7M-row
@@ -122,6 +127,10 @@ BUCKET = 32  # pad_to_multiple_of of the bucket rows: max_length 128 -> lengths 
 # the speed options of the training step (issue 14): textransfer with these settings, on identical work
 SPEED_OPTIONS: Dict[str, Dict[str, Any]] = {
     "textransfer": {},
+    # what the default first-token last layer (modeling/first_token.py) saves: the layer in full
+    "textransfer_full_last_layer": {"first_token_last_layer": False},
+    # what the default stage-long, sparsely filled word-embedding gradient (training/embedding_gradient.py) saves
+    "textransfer_dense_embedding_gradient": {"sparse_embedding_gradient": False},
     "textransfer_eager_attention": {"attn_implementation": "eager"},
     "textransfer_buckets": {"pad_to_multiple_of": BUCKET},
     "textransfer_compile": {"torch_compile": True},

@@ -29,8 +29,11 @@ def test_run_writes_a_card_whose_metadata_holds_the_real_numbers(run_dir):
     assert "textransfer" in meta["tags"]
     card = ModelCard.load(path)
     evals = {e.metric_type: e for e in card.data.eval_results}
-    assert set(evals) == set(results["target"]["transfer"]["metrics"])
-    for name, value in results["target"]["transfer"]["metrics"].items():
+    # the shipped model's numbers: the arm the run chose on validation (ship: best)
+    shipped = results["target"][results["selected"]["arm"]]["metrics"]
+    assert meta["textransfer"]["shipped"] == results["selected"]["arm"]
+    assert set(evals) == set(shipped)
+    for name, value in shipped.items():
         assert evals[name].metric_value == pytest.approx(value, abs=5e-5)
         assert evals[name].dataset_name == "reviews" and evals[name].task_type == "text-classification"
     assert meta["model-index"][0]["results"][0]["dataset"]["split"] == "test"

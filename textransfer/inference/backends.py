@@ -53,6 +53,7 @@ import torch
 
 from ..errors import ConfigError
 from ..files import follow_umask
+from ..modeling.first_token import first_token_last_layer
 from .defaults import BACKENDS, DEFAULT_BACKEND, QUANTIZE_MODES
 
 ONNX_FOLDER = "onnx"
@@ -76,7 +77,8 @@ EXPORT_OPSET = 17
 
 
 class TorchBackend:
-    """The forward pass in PyTorch (``inference_mode``), the model as loaded."""
+    """The forward pass in PyTorch (``inference_mode``), the model as loaded, its last encoder layer
+    for the first token only where the classifier reads nothing else (``modeling/first_token.py``)."""
 
     name = "torch"
 
@@ -84,7 +86,7 @@ class TorchBackend:
         self.model = model
 
     def logits(self, batch: Dict[str, np.ndarray]) -> np.ndarray:
-        with torch.inference_mode():
+        with torch.inference_mode(), first_token_last_layer(self.model):
             out = self.model(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits
         return out.float().numpy()
 
@@ -216,6 +218,8 @@ def export_onnx(model: torch.nn.Module, tokenizer, path: Path) -> None:
     First with the TorchScript exporter and eager attention (the faster graph in ONNX Runtime,
     see the module's docstring), checked against PyTorch on batches of other shapes than the
     traced one; if any logit differs by more than ``EXPORT_TOLERANCE``, with the dynamo exporter.
+    Either way the last encoder layer is exported for the first token only where the classifier
+    reads nothing else (``modeling/first_token.py``: the same logits, less work per row).
     """
     print(f"note: exporting the model to ONNX once ({path}); later calls reuse it.", file=sys.stderr)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -230,10 +234,12 @@ def export_onnx(model: torch.nn.Module, tokenizer, path: Path) -> None:
         # warn about tracing and operators that do not concern these models
         with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr), _quiet_logger("torch.onnx"):
             warnings.simplefilter("ignore")
-            with eager_attention(model):
+            # the graph computes the last layer for the first token only, as TorchBackend does
+            with eager_attention(model), first_token_last_layer(model):
                 traced_export(model, inputs, tmp)
             if export_error(model, tokenizer, tmp) > EXPORT_TOLERANCE:
-                dynamo_export(model, inputs, tmp)
+                with first_token_last_layer(model):
+                    dynamo_export(model, inputs, tmp)
         follow_umask(tmp)
         os.replace(tmp, path)
     finally:

@@ -156,7 +156,9 @@ class WeightedLossTrainer(StageTrainer):
         if EXAMPLE_WEIGHTS_COLUMN not in batch:
             return super().compute_loss(model, batch, aux_batch)
         inputs = {k: v for k, v in batch.items() if k not in (EXAMPLE_WEIGHTS_COLUMN, "labels")}
-        return weighted_cross_entropy(model(**inputs).logits, batch["labels"], batch[EXAMPLE_WEIGHTS_COLUMN])
+        with self.logits_only(model):
+            logits = model(**inputs).logits
+        return weighted_cross_entropy(logits, batch["labels"], batch[EXAMPLE_WEIGHTS_COLUMN])
 
 
 @register_strategy("instance_weighting", InstanceWeightingConfig)

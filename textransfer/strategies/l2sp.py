@@ -55,7 +55,7 @@ class L2SPTrainer(StageTrainer):
         return total
 
     def compute_loss(self, model, batch, aux_batch=None) -> torch.Tensor:
-        return model(**batch).loss + self.penalty(model)
+        return super().compute_loss(model, batch, aux_batch) + self.penalty(model)
 
 
 @register_strategy("l2sp", L2SPConfig)

@@ -5,9 +5,13 @@ stages in one process with different heads and freezing, and strategies change t
 add heads without touching the loop. On speed (``benchmarks/throughput.py``): the optimiser is
 fused AdamW (``optimization.py``), and batches are grouped by length and padded dynamically
 (``data/batching.py``); our grouping pads about 9% fewer tokens than Trainer's
-``group_by_length`` on 2,000 SST-2 sentences, which is most of our measured edge. The rest of a
-step is the model's own matrix arithmetic. Options that attack it, off by default and measured in
-the same benchmark: ``torch_compile`` (``compilation.py``: the step runs a compiled wrapper,
+``group_by_length`` on 2,000 SST-2 sentences. Two defaults cut work that changes no number: the
+plain classification loss and evaluation compute the last encoder layer for the first token only
+(``first_token_last_layer``, ``modeling/first_token.py``: the classifier reads nothing else), and
+the word embedding's gradient is filled with the batch's rows in a buffer kept for the stage
+(``sparse_embedding_gradient``, ``embedding_gradient.py``). The rest of a step is the model's own
+matrix arithmetic. Options that attack it, off by default and measured in the same benchmark:
+``torch_compile`` (``compilation.py``: the step runs a compiled wrapper,
 ``TrainingRun.step_model``; everything else the plain model) with ``pad_to_multiple_of`` length
 buckets, and ``model.attn_implementation``.
 
@@ -41,6 +45,7 @@ step axis: the target stage's steps follow the source stage's.
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
@@ -56,10 +61,12 @@ from ..config import RunConfig, TrainingConfig
 from ..data.batching import eval_dataloader, sort_by_length
 from ..metrics.scores import compute_metrics
 from ..errors import ConfigError
+from ..modeling.first_token import first_token_last_layer
 from ..modeling.layerwise import GradualUnfreezing, HeadWarmup
 from .accelerator import advance_tracking, is_tracking, log_metrics, make_accelerator, tracking_step
 from .checkpointing import StageCheckpoints, StopOnInterrupt, capture_rng, restore_rng
 from .compilation import compile_for_training
+from .embedding_gradient import EmbeddingGradient
 from .loaders import TrainBatches, aux_batches
 from .loop_state import LossWindow, LoopState, StageResult
 from .optimization import create_adamw, create_scheduler, parameter_groups
@@ -95,6 +102,8 @@ class TrainingRun:
     loss_window: LossWindow = field(default_factory=LossWindow)  # batches since the last log
     # what the training step calls: `model`, or its torch.compile wrapper (`torch_compile`, compilation.py)
     step_model: Optional[torch.nn.Module] = None
+    # the word embedding's stage-long gradient buffer (`sparse_embedding_gradient`, embedding_gradient.py)
+    embedding_gradient: Optional[EmbeddingGradient] = None
 
     def restore_pending_rng(self) -> None:
         if self.pending_rng is not None:
@@ -170,7 +179,15 @@ class StageTrainer:
         return create_adamw(self.parameter_groups(), self.args.learning_rate)
 
     def compute_loss(self, model, batch, aux_batch=None) -> torch.Tensor:
-        return model(**batch).loss
+        with self.logits_only(model):
+            return model(**batch).loss
+
+    def logits_only(self, model):
+        """A context for forward passes whose only output read is the logits (or the loss on them):
+        the last encoder layer runs for the first token alone (``first_token_last_layer``,
+        ``modeling/first_token.py``). Off under ``torch_compile``, whose graph is traced once."""
+        enabled = self.args.first_token_last_layer and not self.args.torch_compile
+        return first_token_last_layer(self.accelerator.unwrap_model(model), enabled)
 
     def on_step(self, step: int, total_steps: int) -> None:
         """Called before each forward pass with the optimiser steps done so far; a no-op here."""
@@ -224,7 +241,8 @@ class StageTrainer:
         return TrainingRun(model=model, step_model=compile_for_training(model, args, batches.max_shapes()),
                            optimizer=optimizer, scheduler=scheduler, batches=batches,
                            eval_loader=eval_loader, unfreezing=unfreezing, checkpoints=checkpoints,
-                           head_warmup=head_warmup, log_start=tracking_step(acc))
+                           head_warmup=head_warmup, log_start=tracking_step(acc),
+                           embedding_gradient=EmbeddingGradient.for_stage(acc.unwrap_model(model), args, acc))
 
     def _head_warmup(self, batches: TrainBatches) -> Optional[HeadWarmup]:
         """LP-FT's warm-up, when ``head_warmup_steps`` or ``head_warmup_epochs`` asks for one."""
@@ -280,18 +298,22 @@ class StageTrainer:
         gradient accumulation, only every ``gradient_accumulation_steps``-th batch does)."""
         acc, model = self.accelerator, run.step_model
         self.on_step(state.result.optimizer_steps, run.batches.total_steps)
+        sparse_embedding = run.embedding_gradient.sparse_backward() if run.embedding_gradient else nullcontext()
         with acc.accumulate(run.model):
-            if run.aux is not None:
-                loss = self.compute_loss(model, batch, aux_batch=next(run.aux))
-            else:
-                loss = self.compute_loss(model, batch)
+            with sparse_embedding:
+                if run.aux is not None:
+                    loss = self.compute_loss(model, batch, aux_batch=next(run.aux))
+                else:
+                    loss = self.compute_loss(model, batch)
             acc.backward(loss)
             if acc.sync_gradients:
                 self._prepare_gradients(run, state)
             run.optimizer.step()  # a no-op while accumulating (Accelerate skips it)
             if acc.sync_gradients:
                 run.scheduler.step()
-            run.optimizer.zero_grad(set_to_none=True)
+            run.optimizer.zero_grad(set_to_none=True)  # a no-op while accumulating, too
+            if acc.sync_gradients and run.embedding_gradient:
+                run.embedding_gradient.reset()
         value = loss.detach().float().item()
         state.add_batch(value, batch["input_ids"].shape[0])
         run.loss_window.add(value)
@@ -390,6 +412,8 @@ class StageTrainer:
     def _finish_run(self, run: TrainingRun, state: LoopState) -> StageResult:
         """Load the best weights if kept, hand the plain model back and release Accelerate's references."""
         model = self.accelerator.unwrap_model(run.model)
+        if run.embedding_gradient:
+            run.embedding_gradient.release()
         advance_tracking(self.accelerator, run.log_start + state.result.optimizer_steps)
         if run.best_weights is not None:
             model.load_state_dict(run.best_weights)
@@ -406,7 +430,8 @@ class StageTrainer:
         preds, refs, probs = [], [], []
         for batch in loader:
             labels = batch.pop("labels")
-            logits = model(**batch).logits
+            with self.logits_only(model):
+                logits = model(**batch).logits
             # probabilities in float32 whatever the autocast dtype: they are written out and compared
             gathered = (logits.argmax(dim=-1), labels, logits.float().softmax(dim=-1))
             p, r, s = self.accelerator.gather_for_metrics(gathered)
