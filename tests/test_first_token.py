@@ -70,9 +70,12 @@ def test_the_last_layer_really_runs_one_position_and_is_restored(model_type):
     batch = _padded_batch()
     with torch.no_grad():
         with first_token_last_layer(model):
+            with first_token_last_layer(model) as nested:  # a block inside another: one patch, the outer's
+                model(**batch)
             model(**batch)
         model(**batch)
-    assert shapes == [(4, 1, 32), (4, 14, 32)]
+    assert nested is True
+    assert shapes == [(4, 1, 32), (4, 1, 32), (4, 14, 32)]
     assert "forward" not in vars(layer) and list(model.state_dict()) == keys
 
 
@@ -149,7 +152,7 @@ def test_compiled_training_keeps_the_full_layer(pad_tokenizer):
 
 def test_strategies_that_read_hidden_states_see_every_position(pad_tokenizer):
     """DANN's trainer reads the encoder's hidden states in its loss: the last layer runs in full
-    there, while evaluation (logits only) takes the first token."""
+    there."""
     from textransfer.config.strategies import DANNConfig
     from textransfer.strategies.adaptation import AdaptationTrainer
     from textransfer.strategies.dann import DANNModel

@@ -234,11 +234,11 @@ def export_onnx(model: torch.nn.Module, tokenizer, path: Path) -> None:
         # warn about tracing and operators that do not concern these models
         with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr), _quiet_logger("torch.onnx"):
             warnings.simplefilter("ignore")
-            # the graph computes the last layer for the first token only, as TorchBackend does
-            with eager_attention(model), first_token_last_layer(model):
-                traced_export(model, inputs, tmp)
-            if export_error(model, tokenizer, tmp) > EXPORT_TOLERANCE:
-                with first_token_last_layer(model):
+            # either graph computes the last layer for the first token only, as TorchBackend does
+            with first_token_last_layer(model):
+                with eager_attention(model):
+                    traced_export(model, inputs, tmp)
+                if export_error(model, tokenizer, tmp) > EXPORT_TOLERANCE:
                     dynamo_export(model, inputs, tmp)
         follow_umask(tmp)
         os.replace(tmp, path)

@@ -67,9 +67,8 @@ class EmbeddingGradient:
 
     @contextmanager
     def sparse_backward(self) -> Iterator[None]:
-        """Forward passes in this block record a sparse embedding backward, added into the buffer."""
-        if self.embedding.weight.grad is None:  # a gradient mask dropped it (layerwise.drop_gradients)
-            self.embedding.weight.grad = self.buffer
+        """Forward passes in this block record a sparse embedding backward, added into the buffer
+        (the gradient since the last :meth:`reset`, which a gradient mask may have dropped to None)."""
         self.embedding.sparse = True
         try:
             yield
