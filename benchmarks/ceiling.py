@@ -8,7 +8,9 @@ Two questions, measured in one run:
    tokens, the first 2,000 shuffled SST-2 train sentences at 128) times the rows per second the goal
    asks. That rate is set beside what PyTorch's fp32 GEMM reaches on this CPU, on one large square
    matrix and on the model's own shapes. A goal whose rate exceeds the GEMM's cannot be met in fp32
-   on this CPU by any runtime, since GEMM is most of the work.
+   on this CPU by any runtime, since GEMM is most of the work. The package's backends do less work
+   than the pipeline (the first-token last layer, below), so each goal's rate is also given at that
+   work (``*_first_token``): the rate that runtime has to reach.
 2. **Dead work in the last layer.** A classifier reads only the first token's last hidden state
    (BERT's pooler, RoBERTa's and ELECTRA's heads), so every other position of the last encoder layer
    is computed and thrown away (and, in training, back-propagated as zeros). The package's
@@ -69,6 +71,20 @@ def workload_flops(config, lengths) -> float:
     return float(sum(2 * n * macs_per_token(config, n) for n in lengths))
 
 
+def first_token_flops(config, lengths) -> float:
+    """The work of the package's runtime, whose last layer computes keys and values for every token
+    but its query, attention output, feed-forward and attention products for the first token only
+    (``first_token_last_layer``): the lower work a goal's rate is held against."""
+    h, i = config.hidden_size, config.intermediate_size
+    last_full = 4 * h * h + 2 * h * i  # per token, plus 2 * length * h for attention
+    total = 0.0
+    for n in lengths:
+        below = n * (config.num_hidden_layers - 1) * (last_full + 2 * n * h)
+        last = n * 2 * h * h + (2 * h * h + 2 * h * i + 2 * n * h)  # keys and values for all; the rest once
+        total += 2 * (below + last)
+    return total
+
+
 def gemm_rate(m: int, k: int, n: int, threads: int, repeats: int = 30) -> float:
     """GFLOP/s of an fp32 ``(m, k) @ (k, n)`` at ``threads`` threads."""
     torch.set_num_threads(threads)
@@ -105,10 +121,13 @@ def ceiling(args, config, tokenizer) -> dict:
     _, train, _ = load_sst2(args.data_dir, throughput["work"]["train_examples"], tokenizer)
     sst2 = [len(x) for x in train["input_ids"]]
     per_review = workload_flops(config, imdb) / len(imdb)
+    per_review_first_token = first_token_flops(config, imdb) / len(imdb)
     # training: forward plus backward, the backward twice the forward's multiply-adds
     per_sentence = 3 * workload_flops(config, sst2) / len(sst2)
     out = {"imdb_mean_tokens": round(sum(imdb) / len(imdb), 1), "sst2_mean_tokens": round(sum(sst2) / len(sst2), 2),
-           "gflop_per_review": round(per_review / 1e9, 3), "gflop_per_train_sentence": round(per_sentence / 1e9, 4)}
+           "gflop_per_review": round(per_review / 1e9, 3),
+           "gflop_per_review_first_token": round(per_review_first_token / 1e9, 3),
+           "gflop_per_train_sentence": round(per_sentence / 1e9, 4)}
     for threads in ("1", "2"):
         sides = inference[threads]
         need = 2 * sides["pipeline"]["rows_per_s"] * per_review / 1e9
@@ -116,13 +135,24 @@ def ceiling(args, config, tokenizer) -> dict:
             "gemm_gflops": gemm_rates(config, inference_run["pipeline_batch_size"] * max_length, int(threads)),
             "achieved_gflops": {side: round(sides[side]["rows_per_s"] * per_review / 1e9, 1)
                                 for side in ("pipeline", "textransfer", "onnxruntime")},
-            "goal_2x_pipeline_needs_gflops": round(need, 1)}
+            # the package's two backends at the work they do (the pipeline does the full work)
+            "achieved_gflops_first_token": {side: round(sides[side]["rows_per_s"] * per_review_first_token / 1e9, 1)
+                                            for side in ("textransfer", "onnxruntime")},
+            "goal_2x_pipeline_needs_gflops": round(need, 1),
+            # ONNX Runtime runs the first-token export: the same goal at the work it really does
+            "goal_2x_pipeline_needs_gflops_first_token": round(need * per_review_first_token / per_review, 1)}
     best = throughput["best_trainer"]
+    per_sentence_first_token = 3 * first_token_flops(config, sst2) / len(sst2)
     out["training_threads_2"] = {
         "gemm_gflops": gemm_rates(config, STEP_BATCH[0] * STEP_BATCH[1], 2),
         "achieved_gflops": {side: round(throughput[side]["train_samples_per_s"] * per_sentence / 1e9, 1)
                             for side in ("textransfer", best)},
-        "goal_1.3x_trainer_needs_gflops": round(1.3 * throughput[best]["train_samples_per_s"] * per_sentence / 1e9, 1)}
+        "goal_1.3x_trainer_needs_gflops": round(1.3 * throughput[best]["train_samples_per_s"] * per_sentence / 1e9, 1),
+        # textransfer's step does the first-token work (forward and backward alike, about 3x the forward)
+        "achieved_gflops_first_token": {
+            "textransfer": round(throughput["textransfer"]["train_samples_per_s"] * per_sentence_first_token / 1e9, 1)},
+        "goal_1.3x_trainer_needs_gflops_first_token": round(
+            1.3 * throughput[best]["train_samples_per_s"] * per_sentence_first_token / 1e9, 1)}
     return out
 
 

@@ -42,6 +42,13 @@ class TrainingConfig:
             adds only the batch's rows into one gradient buffer kept for the whole stage, instead
             of a fresh dense gradient each step (``training/embedding_gradient.py``); the same
             gradient, without allocating and zero-filling the whole matrix every step.
+        sparse_embedding_update (`bool`): with ``sparse_embedding_gradient``: gradient clipping,
+            the fused AdamW step and the zeroing of that buffer read and write only the rows the
+            stage's batches have reached; every other row gets what AdamW gives a row with no
+            gradient yet, its weight decay alone (``training/embedding_gradient.py``). The same
+            update, bitwise on the rows; the clipping norm sums its terms in another order. It pays
+            where the vocabulary is most of the model (XLM-R base: 1.19x the training loop's
+            samples/s); on MiniLM it changes nothing measurable (``benchmarks/embedding_update.py``).
         eval_every_epoch (`bool`): evaluate on validation after each epoch.
         metric_for_best_model (`str`): validation metric used for early stopping and best weights.
         early_stopping_patience (`int`, *optional*): stop after this many evaluations without
@@ -109,6 +116,9 @@ class TrainingConfig:
     sparse_embedding_gradient: bool = option(
         True, help="On a CPU, one process: the word-embedding gradient filled with the batch's rows only, in a "
                    "buffer kept for the stage (the same gradient, no 47 MB allocation a step on MiniLM).")
+    sparse_embedding_update: bool = option(
+        True, help="With sparse_embedding_gradient: clipping, the AdamW step and the zeroing run on the word-embedding "
+                   "rows the stage's batches reached (the other rows get AdamW's weight decay alone: the same update).")
     eval_every_epoch: bool = option(True, help="Evaluate on validation after each epoch.")
     metric_for_best_model: str = option("accuracy", help="Validation metric for early stopping and best weights.")
     early_stopping_patience: Optional[int] = option(None, help="Evaluations without improvement before stopping.")
