@@ -212,11 +212,16 @@ class StageTrainer:
                                   start=run.batches.consumed(state.epoch, state.batch))
         run.bar = tqdm(total=run.batches.total_steps, initial=state.result.optimizer_steps, desc=self.desc,
                        disable=not self.accelerator.is_local_main_process, dynamic_ncols=True)
-        with StopOnInterrupt(self.accelerator) as run.stop:
-            while state.epoch < run.batches.num_epochs:
-                self._train_epoch(run, state)
-                if self._end_epoch(run, state):
-                    break
+        try:
+            with StopOnInterrupt(self.accelerator) as run.stop:
+                while state.epoch < run.batches.num_epochs:
+                    self._train_epoch(run, state)
+                    if self._end_epoch(run, state):
+                        break
+        except BaseException:  # stopped (Ctrl-C, an error): the model keeps no gradient buffer nor hook
+            if run.embedding_gradient:
+                run.embedding_gradient.release()
+            raise
         run.bar.close()
         return self._finish_run(run, state)
 
