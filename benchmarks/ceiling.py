@@ -76,13 +76,9 @@ def first_token_flops(config, lengths) -> float:
     but its query, attention output, feed-forward and attention products for the first token only
     (``first_token_last_layer``): the lower work a goal's rate is held against."""
     h, i = config.hidden_size, config.intermediate_size
-    last_full = 4 * h * h + 2 * h * i  # per token, plus 2 * length * h for attention
-    total = 0.0
-    for n in lengths:
-        below = n * (config.num_hidden_layers - 1) * (last_full + 2 * n * h)
-        last = n * 2 * h * h + (2 * h * h + 2 * h * i + 2 * n * h)  # keys and values for all; the rest once
-        total += 2 * (below + last)
-    return total
+    # what the last layer skips: every position after the first, all but its keys and values
+    skipped = sum(2 * (n - 1) * (2 * h * h + 2 * h * i + 2 * n * h) for n in lengths)
+    return workload_flops(config, lengths) - skipped
 
 
 def gemm_rate(m: int, k: int, n: int, threads: int, repeats: int = 30) -> float:

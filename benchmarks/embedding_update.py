@@ -68,16 +68,19 @@ class UpdateTimedTrainer(StageTrainer):
         self.update_s: List[float] = []
         self._start = None
 
+    def _start_run(self, train_ds, eval_ds=None):
+        run = super()._start_run(train_ds, eval_ds)
+        reset = run.embedding_gradient.reset  # the timed part ends with the buffer zeroed
+
+        def timed_reset():
+            reset()
+            self.update_s.append(time.perf_counter() - self._start)
+
+        run.embedding_gradient.reset = timed_reset
+        return run
+
     def _prepare_gradients(self, run, state):
         self._start = time.perf_counter()
-        if run.embedding_gradient and not getattr(run.embedding_gradient, "_timed", False):  # its reset ends it
-            reset = run.embedding_gradient.reset
-
-            def timed_reset():
-                reset()
-                self.update_s.append(time.perf_counter() - self._start)
-
-            run.embedding_gradient.reset, run.embedding_gradient._timed = timed_reset, True
         return super()._prepare_gradients(run, state)
 
 

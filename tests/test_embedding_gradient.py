@@ -124,7 +124,7 @@ def test_the_row_step_is_the_fused_adamw_update_bitwise(weight_decay):
         adamw.step()
         rows = reached.reached(row_adamw.state.get(rows_only))
         assert rows is not None and rows.numel() < 500
-        row_step = RowStep(rows_only, rows, rows_only.grad.index_select(0, rows), row_adamw)
+        row_step = RowStep(rows_only, rows, rows_only.grad.index_select(0, rows), row_adamw, row_adamw.param_groups[0])
         rows_only.grad = None
         row_adamw.step()  # skips the weight, as the optimiser's own step does in training
         row_step.apply()

@@ -36,7 +36,7 @@ MiniLM's, whose whole-matrix update is cheap, gains nothing measurable.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterable, Iterator, List, Optional
+from typing import Iterable, Iterator, List, Optional, Tuple
 
 import torch
 from accelerate import Accelerator
@@ -104,11 +104,11 @@ class EmbeddingGradient:
         is AdamW's own on the whole matrix (see the module docstring)."""
         if self.rows is None or self.embedding.weight.grad is None:  # off, or a mask dropped the gradient
             return None
-        adamw = _fused_adamw(optimizer, self.embedding.weight)
+        adamw, group = _fused_adamw_group(optimizer, self.embedding.weight)
         rows = self.rows.reached(adamw.state.get(self.embedding.weight)) if adamw is not None else None
         if rows is None:
             return None
-        step = RowStep(self.embedding.weight, rows, self.buffer.index_select(0, rows), adamw)
+        step = RowStep(self.embedding.weight, rows, self.buffer.index_select(0, rows), adamw, group)
         self.embedding.weight.grad = None  # the optimiser's own step skips it
         return step
 
@@ -182,8 +182,8 @@ class RowStep:
     :meth:`clip` with the other parameters, then :meth:`apply` after the optimiser's own step."""
 
     def __init__(self, weight: torch.nn.Parameter, rows: torch.Tensor, grad: torch.Tensor,
-                 adamw: torch.optim.AdamW):
-        self.weight, self.rows, self.grad, self.adamw = weight, rows, grad, adamw
+                 adamw: torch.optim.AdamW, group: dict):
+        self.weight, self.rows, self.grad, self.adamw, self.group = weight, rows, grad, adamw, group
 
     def clip(self, parameters: Iterable[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
         """``clip_grad_norm_`` over ``parameters`` and the rows' gradient, with torch's own norm
@@ -196,8 +196,7 @@ class RowStep:
 
     @torch.no_grad()
     def apply(self) -> None:
-        group = next(g for g in self.adamw.param_groups if any(p is self.weight for p in g["params"]))
-        state = self.adamw.state[self.weight]
+        group, state = self.group, self.adamw.state[self.weight]
         if not state:  # as AdamW's _init_group makes it for the fused kernel
             state["step"] = torch.zeros((), dtype=torch.float32, device=self.weight.device)
             state["exp_avg"] = torch.zeros_like(self.weight, memory_format=torch.preserve_format)
@@ -217,15 +216,16 @@ class RowStep:
             full.index_copy_(0, rows, part)
 
 
-def _fused_adamw(optimizer: torch.optim.Optimizer, weight: torch.nn.Parameter) -> Optional[torch.optim.AdamW]:
-    """The fused AdamW under ``optimizer`` (Accelerate's wrapper unwrapped) when ``weight``'s group
-    steps with the plain fused kernel, else None."""
+def _fused_adamw_group(optimizer: torch.optim.Optimizer,
+                       weight: torch.nn.Parameter) -> Tuple[Optional[torch.optim.AdamW], Optional[dict]]:
+    """The fused AdamW under ``optimizer`` (Accelerate's wrapper unwrapped) and ``weight``'s
+    parameter group, when that group steps with the plain fused kernel; else ``(None, None)``."""
     while hasattr(optimizer, "optimizer"):
         optimizer = optimizer.optimizer
     if type(optimizer) is not torch.optim.AdamW:
-        return None
+        return None, None
     group = next((g for g in optimizer.param_groups if any(p is weight for p in g["params"])), None)
     plain = {"fused": True, "amsgrad": False, "maximize": False, "capturable": False, "differentiable": False}
     if group is None or any(group.get(k) != v for k, v in plain.items()) or torch.is_tensor(group["lr"]):
-        return None
-    return optimizer
+        return None, None
+    return optimizer, group
