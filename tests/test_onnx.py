@@ -10,6 +10,8 @@ import json
 import os
 import shutil
 import sys
+import threading
+import time
 
 import numpy as np
 import onnx
@@ -114,13 +116,68 @@ def test_onnx_matches_torch_and_the_export_is_reused(model_type, minilm_path, tm
 
 
 def test_threads_follow_torch_or_the_option(run_copy):
-    threads = torch.get_num_threads()
+    # the cores become workers, each running whole batches on a session of one intra-op thread
     p = Predictor.from_pretrained(str(run_copy), backend="onnxruntime")
-    assert p.backend.session.get_session_options().intra_op_num_threads == threads
+    assert p.backend.workers == torch.get_num_threads()
     one = Predictor.from_pretrained(str(run_copy), backend="onnxruntime", threads=1)
-    options = one.backend.session.get_session_options()
-    assert options.intra_op_num_threads == 1
-    assert options.graph_optimization_level == backends.import_onnxruntime().GraphOptimizationLevel.ORT_ENABLE_ALL
+    three = Predictor.from_pretrained(str(run_copy), backend="onnxruntime", threads=3)
+    assert one.backend.workers == 1 and three.backend.workers == 3
+    for predictor in (p, one, three):
+        options = predictor.backend.session.get_session_options()
+        assert options.intra_op_num_threads == 1
+        assert options.graph_optimization_level == backends.import_onnxruntime().GraphOptimizationLevel.ORT_ENABLE_ALL
+
+
+class BarrierSession:
+    """A session whose runs each wait until ``parties`` runs are inside at once: run one after
+    another, the first one times out (BrokenBarrierError)."""
+
+    def __init__(self, session, parties):
+        self.session, self.barrier, self.batches = session, threading.Barrier(parties, timeout=20), []
+
+    def get_inputs(self):
+        return self.session.get_inputs()
+
+    def run(self, names, feed):
+        self.batches.append(feed["input_ids"].shape)
+        self.barrier.wait()
+        return self.session.run(names, feed)
+
+
+def test_workers_run_batches_at_once_with_the_same_predictions(run_copy, texts):
+    one = Predictor.from_pretrained(str(run_copy), backend="onnxruntime", threads=1, batch_size=4)
+    two = Predictor.from_pretrained(str(run_copy), backend="onnxruntime", threads=2, batch_size=4)
+    session = BarrierSession(two.backend.session, parties=2)
+    two.backend.session = session
+    texts = texts[:40]  # 10 batches: every run meets another one inside the session
+    labels_1, probs_1 = one.predict(texts)
+    labels_2, probs_2 = two.predict(texts)
+    assert len(session.batches) == 10 and session.barrier.n_waiting == 0
+    assert labels_2 == labels_1 and np.abs(probs_2 - probs_1).max() < 1e-6  # rows in order, as one worker gives them
+    # a call with fewer rows than a batch holds is still cut so that both workers have one
+    session.batches.clear()
+    assert two.predict(texts[:3])[0] == labels_1[:3]
+    assert sorted(rows for rows, _ in session.batches) == [1, 2]
+
+
+def test_ordered_concurrent_map_keeps_order_bounds_work_and_cancels():
+    started = []
+
+    def items():
+        for i in range(50):
+            started.append(i)
+            yield i
+
+    def slow_square(i):
+        time.sleep(0.001 * (i % 5))  # later items often finish first
+        return i * i
+
+    results = backends.ordered_concurrent_map(slow_square, items(), workers=3)
+    assert [next(results) for _ in range(5)] == [0, 1, 4, 9, 16]
+    assert len(started) <= 5 + 2 * 3  # at most 2 x workers in flight beyond what was read
+    results.close()  # the reader stops: nothing more is taken, the pool is shut down
+    assert len(started) <= 5 + 2 * 3
+    assert list(backends.ordered_concurrent_map(slow_square, range(20), workers=2)) == [i * i for i in range(20)]
 
 
 def test_predict_command_same_output_both_backends(run_copy, tmp_path):

@@ -19,6 +19,10 @@ expect an optimum export find the same signature. ``quantize="int8"`` adds
 ``onnx/model_quantized.onnx`` (dynamic int8 quantisation of the weights of every MatMul):
 smaller and faster, with slightly different scores; never the default.
 
+With ONNX Runtime, several cores run several batches at once, one batch a core, rather than
+each operation of one batch over all of them (``OnnxBackend.logits_in_order``): the batches are
+a few hundred tokens, small matrix products that lose more to splitting than they gain.
+
 Why ``torch.onnx.export`` rather than optimum's exporter: ``optimum-onnx`` (the package that
 holds ``optimum.exporters.onnx`` and ``ORTModelForSequenceClassification`` since optimum 2.0)
 requires ``transformers<4.58`` and ``optimum~=2.1``, so it cannot be installed beside the
@@ -45,8 +49,10 @@ import os
 import sys
 import tempfile
 import warnings
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Callable, Dict, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -90,6 +96,10 @@ class TorchBackend:
             out = self.model(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits
         return out.float().numpy()
 
+    def logits_in_order(self, batches: Iterable[Dict[str, np.ndarray]]) -> Iterator[np.ndarray]:
+        """``logits`` of each batch, one after another (torch spreads each operation over its threads)."""
+        return map(self.logits, batches)
+
 
 class OnnxBackend:
     """The forward pass in an ONNX Runtime session of an exported model.
@@ -97,17 +107,55 @@ class OnnxBackend:
     Args:
         session (`onnxruntime.InferenceSession`): the exported graph's session.
         path (`Path`): the ``.onnx`` file it was made from (reported by ``predict`` and the benchmark).
+        workers (`int`, *optional*, defaults to 1): batches `logits_in_order` runs at once, each on
+            one core: give it a session with one intra-op thread (`make_backend` does).
     """
 
     name = "onnxruntime"
 
-    def __init__(self, session, path: Path):
+    def __init__(self, session, path: Path, workers: int = 1):
         self.session = session
         self.path = Path(path)
         self.inputs = [i.name for i in session.get_inputs()]
+        self.workers = max(1, int(workers))
 
     def logits(self, batch: Dict[str, np.ndarray]) -> np.ndarray:
         return self.session.run(["logits"], {name: batch[name] for name in self.inputs})[0]
+
+    def logits_in_order(self, batches: Iterable[Dict[str, np.ndarray]]) -> Iterator[np.ndarray]:
+        """``logits`` of each batch, in order, ``workers`` batches at a time.
+
+        Why batches side by side rather than each operation over several threads: a batch of a
+        few hundred tokens is too small a matrix product to split well. ``session.run`` releases
+        the GIL and ONNX Runtime allows concurrent runs of one session, so each worker thread
+        runs whole batches on its own core, with no synchronisation inside a forward pass.
+        Measured (MiniLM, 2,000 IMDB reviews at 256 tokens, 2 cores): 43.5-46.3 rows/s against
+        35.5-45.2 for one session with two intra-op threads, over six runs each.
+        """
+        if self.workers == 1:
+            return map(self.logits, batches)
+        return ordered_concurrent_map(self.logits, batches, self.workers)
+
+
+def ordered_concurrent_map(function: Callable, items: Iterable, workers: int) -> Iterator:
+    """``function(item)`` for each of ``items``, yielded in order, computed on ``workers`` threads.
+
+    At most ``2 * workers`` items are in flight (the next ones are prepared while the workers
+    run), so a long iterator of batches is never all in memory. Items not yet started when the
+    caller stops reading are cancelled.
+    """
+    pending = deque()
+    with ThreadPoolExecutor(workers, thread_name_prefix="textransfer-backend") as pool:
+        try:
+            for item in items:
+                if len(pending) >= 2 * workers:
+                    yield pending.popleft().result()
+                pending.append(pool.submit(function, item))
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
 
 
 def check_backend(backend: str, quantize: Optional[str]) -> None:
@@ -154,8 +202,11 @@ def make_backend(model: torch.nn.Module, tokenizer, folder: str, backend: str = 
     on ``folder/onnx/`` (exported first when missing or older than the weights).
 
     Args:
-        threads (`int`, *optional*): ONNX Runtime's intra-op threads; defaults to torch's
-            (``torch.get_num_threads()``), so both backends use the cores the same way.
+        threads (`int`, *optional*): the cores ONNX Runtime uses; defaults to torch's
+            (``torch.get_num_threads()``), so both backends use as many. They run that many
+            batches at once, one a core (`OnnxBackend.logits_in_order`), so a call with a single
+            batch uses one core; for one text at a time on several cores, build the backend
+            yourself: ``OnnxBackend(make_session(ort, path, threads=N), path)``.
     """
     check_backend(backend, quantize)
     if backend == "torch":
@@ -166,12 +217,12 @@ def make_backend(model: torch.nn.Module, tokenizer, folder: str, backend: str = 
                           f"where the export is stored; '{folder}' is not one. Download the model first, e.g. "
                           f"`hf download {folder} --local-dir models/{Path(folder).name}`.")
     path = onnx_file(model, tokenizer, Path(folder), quantize)
-    return OnnxBackend(make_session(ort, path, threads), path)
+    return OnnxBackend(make_session(ort, path, threads=1), path, workers=threads or torch.get_num_threads())
 
 
 def make_session(ort, path: Path, threads: Optional[int] = None):
     """An ONNX Runtime CPU session with every graph optimisation on (constant folding, node
-    fusions such as attention, GELU and LayerNorm) and torch's thread count."""
+    fusions such as attention, GELU and LayerNorm) and ``threads`` intra-op threads (default: torch's)."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads or torch.get_num_threads()

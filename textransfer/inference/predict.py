@@ -109,8 +109,8 @@ class Predictor:
         ``max_length`` defaults to the run's ``model.max_length`` for a run directory, else to
         the longest input the model accepts (its tokenizer's and position embeddings' limit).
         ``backend="onnxruntime"`` (a local model only) runs the export in ``<model>/onnx/``,
-        exported on first use; ``quantize="int8"`` its int8 version; ``threads`` sets ONNX
-        Runtime's thread count (default: torch's).
+        exported on first use; ``quantize="int8"`` its int8 version; ``threads`` sets the
+        cores ONNX Runtime uses (default: torch's count), one batch on each.
         """
         check_backend(backend, quantize)  # before the model loads: a missing extra answers at once
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -169,23 +169,34 @@ class Predictor:
     def predict_encoded(self, encoded: Dict[str, list]) -> np.ndarray:
         """Class probabilities for already-tokenized rows, in their given order."""
         n = len(encoded["input_ids"])
-        probs = np.empty((n, self.model.config.num_labels), dtype=np.float32)
+        logits = np.empty((n, self.model.config.num_labels), dtype=np.float32)
         if n == 0:
-            return probs
+            return logits
         lengths = np.fromiter((len(x) for x in encoded["input_ids"]), dtype=np.int64, count=n)
         order = np.argsort(-lengths, kind="stable")  # longest first: the first batch shows peak memory
-        for rows in self.batches(order, lengths):
-            logits = torch.from_numpy(self.backend.logits(self._pad(encoded, rows)))
-            # softmax in torch for both backends: the same post-processing, bit for bit
-            probs[rows] = torch.softmax(logits, dim=-1).numpy()
-        return probs
+        batches = list(self.batches(order, lengths))
+        padded = (self._pad(encoded, rows) for rows in batches)
+        for rows, batch_logits in zip(batches, self._logits_in_order(padded)):
+            logits[rows] = batch_logits
+        # Softmax in torch for both backends (the same post-processing, bit for bit), once for the
+        # whole call: a torch call per batch on this thread while ONNX Runtime's workers ran cost
+        # them 7-8% (measured: 42.3-42.9 rows/s against 45.1-45.4, MiniLM, 2 workers).
+        return torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
+
+    def _logits_in_order(self, padded: Iterator[Dict[str, np.ndarray]]) -> Iterator[np.ndarray]:
+        in_order = getattr(self.backend, "logits_in_order", None)  # a backend of one's own may have logits only
+        return in_order(padded) if in_order is not None else map(self.backend.logits, padded)
 
     def batches(self, order: np.ndarray, lengths: np.ndarray):
         """``order`` (row numbers, longest first) cut into forward passes of at most
-        ``batch_size`` rows and ``max_batch_tokens`` tokens (at least one row each)."""
+        ``batch_size`` rows and ``max_batch_tokens`` tokens (at least one row each). With a
+        backend that runs several batches at once, a call with few rows is cut into at least
+        that many batches, so every worker has one."""
+        workers = getattr(self.backend, "workers", 1)
+        most_rows = min(self.batch_size, -(-len(order) // workers))
         start = 0
         while start < len(order):
-            size = self.batch_size
+            size = most_rows
             if self.max_batch_tokens is not None:  # longest first: a batch's first row sets its width
                 size = max(1, min(size, self.max_batch_tokens // max(1, int(lengths[order[start]]))))
             yield order[start : start + size]
