@@ -96,10 +96,6 @@ class TorchBackend:
             out = self.model(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits
         return out.float().numpy()
 
-    def logits_in_order(self, batches: Iterable[Dict[str, np.ndarray]]) -> Iterator[np.ndarray]:
-        """``logits`` of each batch, one after another (torch spreads each operation over its threads)."""
-        return map(self.logits, batches)
-
 
 class OnnxBackend:
     """The forward pass in an ONNX Runtime session of an exported model.

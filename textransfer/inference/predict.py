@@ -184,7 +184,9 @@ class Predictor:
         return torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
 
     def _logits_in_order(self, padded: Iterator[Dict[str, np.ndarray]]) -> Iterator[np.ndarray]:
-        in_order = getattr(self.backend, "logits_in_order", None)  # a backend of one's own may have logits only
+        # one batch after another (torch spreads each operation over its threads), unless the
+        # backend runs several at once (OnnxBackend.logits_in_order)
+        in_order = getattr(self.backend, "logits_in_order", None)
         return in_order(padded) if in_order is not None else map(self.backend.logits, padded)
 
     def batches(self, order: np.ndarray, lengths: np.ndarray):
