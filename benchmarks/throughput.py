@@ -29,6 +29,10 @@ examples in the same batches and order; issue 14):
 * ``textransfer_whole_embedding_update``: ``sparse_embedding_update: false``: clipping, AdamW and the
   zeroing of the word-embedding gradient over the whole matrix, as before that default (and as the
   Trainer does them).
+* ``textransfer_torch_dropout``: ``numpy_dropout_masks: false``: dropout masks drawn by torch's
+  ``bernoulli_``, as before that default (and as the Trainer draws them).
+* ``textransfer_mkl_linear``: ``onednn_linear: false``: the linear layers' products on MKL's
+  ``sgemm``, as torch computes them by default (and as the Trainer does).
 * ``textransfer_eager_attention``: ``model.attn_implementation: eager``. transformers 5 already gives
   BERT ``sdpa`` by default, so ``textransfer`` *is* the SDPA row and this one shows what SDPA brings.
 * ``textransfer_buckets``: ``pad_to_multiple_of: 32`` alone: what the extra padding costs.
@@ -104,7 +108,7 @@ from textransfer.training.accelerator import cpu_bf16_is_fast, make_accelerator 
 
 CONFIGS = ("textransfer", "trainer_dynamic", "trainer_grouped", "textransfer_frozen_word_embeddings",
            "textransfer_full_last_layer", "textransfer_dense_embedding_gradient", "textransfer_whole_embedding_update",
-           "textransfer_eager_attention",
+           "textransfer_torch_dropout", "textransfer_mkl_linear", "textransfer_eager_attention",
            "textransfer_buckets", "textransfer_compile", "textransfer_compile_buckets",
            "textransfer_bf16", "textransfer_matmul_bf16", "trainer_grouped_bf16", "trainer_grouped_matmul_bf16")
 # The first three are the comparison the issue asks for (the same work on both sides). The
@@ -138,6 +142,10 @@ SPEED_OPTIONS: Dict[str, Dict[str, Any]] = {
     # what the default update on the reached rows (sparse_embedding_update, the same file) changes:
     # clipping, AdamW and the zeroing on the whole word-embedding matrix
     "textransfer_whole_embedding_update": {"sparse_embedding_update": False},
+    # what the default NumPy-drawn dropout masks (modeling/dropout_masks.py) save: torch's bernoulli_ masks
+    "textransfer_torch_dropout": {"numpy_dropout_masks": False},
+    # what the default oneDNN products of the linear layers (modeling/onednn_linear.py) save: torch's MKL sgemm
+    "textransfer_mkl_linear": {"onednn_linear": False},
     "textransfer_eager_attention": {"attn_implementation": "eager"},
     "textransfer_buckets": {"pad_to_multiple_of": BUCKET},
     "textransfer_compile": {"torch_compile": True},

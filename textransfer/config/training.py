@@ -49,6 +49,18 @@ class TrainingConfig:
             update, bitwise on the rows; the clipping norm sums its terms in another order. It pays
             where the vocabulary is most of the model (XLM-R base: 1.19x the training loop's
             samples/s); on MiniLM it changes nothing measurable (``benchmarks/embedding_update.py``).
+        numpy_dropout_masks (`bool`): in the training step, on a CPU: the model's ``nn.Dropout``
+            modules draw their masks with NumPy's PCG64 generator, seeded from torch's generator
+            (``modeling/dropout_masks.py``), instead of torch's ``bernoulli_``, which is several
+            times slower on a CPU. The same dropout: kept elements scaled by the inverse of the
+            keep probability, ``p`` rounded to a multiple of 1/65536; other masks than torch's,
+            still repeated by ``seed`` and by a resumed run. The attention probabilities' dropout
+            (inside torch's attention kernel) and other devices keep torch's masks.
+        onednn_linear (`bool`): in the training step, on a CPU, in fp32: the model's ``nn.Linear``
+            forward products and input gradients run on oneDNN, the kernel library torch ships
+            beside MKL, 10-20% faster on an encoder's shapes (``modeling/onednn_linear.py``). The
+            same fp32 arithmetic, summed in another order: results agree to float rounding, not
+            bitwise. bf16 autocast, other dtypes and other devices keep torch's own products.
         eval_every_epoch (`bool`): evaluate on validation after each epoch.
         metric_for_best_model (`str`): validation metric used for early stopping and best weights.
         early_stopping_patience (`int`, *optional*): stop after this many evaluations without
@@ -119,6 +131,12 @@ class TrainingConfig:
     sparse_embedding_update: bool = option(
         True, help="With sparse_embedding_gradient: clipping, the AdamW step and the zeroing run on the word-embedding "
                    "rows the stage's batches reached (the other rows get AdamW's weight decay alone: the same update).")
+    numpy_dropout_masks: bool = option(
+        True, help="On a CPU: dropout masks drawn with NumPy (seeded from torch's generator), several times cheaper "
+                   "than torch's; the same dropout, p rounded to a multiple of 1/65536.")
+    onednn_linear: bool = option(
+        True, help="On a CPU, fp32: linear layers' forward and input-gradient products on oneDNN, faster than "
+                   "torch's MKL path on an encoder's shapes (the same arithmetic in another summation order).")
     eval_every_epoch: bool = option(True, help="Evaluate on validation after each epoch.")
     metric_for_best_model: str = option("accuracy", help="Validation metric for early stopping and best weights.")
     early_stopping_patience: Optional[int] = option(None, help="Evaluations without improvement before stopping.")

@@ -28,6 +28,8 @@ from typing import Iterator, Optional
 
 import torch
 
+from .forward_patch import activation_checkpointing
+
 # architectures whose *ForSequenceClassification reads only the first token of the last layer, and
 # whose layer is BERT's (attention.self with query/key/value, attention.output, feed_forward_chunk)
 SUPPORTED_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "electra")
@@ -52,7 +54,7 @@ def first_token_layer(model: torch.nn.Module) -> Optional[torch.nn.Module]:
         return None
     if getattr(config, "_attn_implementation", None) not in SUPPORTED_ATTENTION:
         return None
-    if _checkpointing(model):
+    if activation_checkpointing(model):
         return None
     layers = getattr(getattr(model.base_model, "encoder", None), "layer", None)
     if not layers:
@@ -63,13 +65,6 @@ def first_token_layer(model: torch.nn.Module) -> Optional[torch.nn.Module]:
             or not hasattr(layer, "feed_forward_chunk"):
         return None
     return layer
-
-
-def _checkpointing(model: torch.nn.Module) -> bool:
-    """Whether activation (gradient) checkpointing is on; transformers 5 renamed the property."""
-    name = "is_activation_checkpointing" if hasattr(type(model), "is_activation_checkpointing") \
-        else "is_gradient_checkpointing"
-    return bool(getattr(model, name, False))
 
 
 def _attention_kernel(self_attention: torch.nn.Module):

@@ -12,7 +12,10 @@ the word embedding's gradient is filled with the batch's rows in a buffer kept f
 (``sparse_embedding_gradient``, ``embedding_gradient.py``). A third, ``sparse_embedding_update``
 (the same file), clips and updates that embedding on the rows the stage has reached (the other rows
 get AdamW's weight decay alone, as AdamW gives them): 1.19x on XLM-R base, whose vocabulary is most
-of the model, nothing measurable on MiniLM. The rest of a step is the model's own
+of the model, nothing measurable on MiniLM. Two more change which kernels do the same work, on a
+CPU: dropout masks drawn with NumPy instead of torch's slow ``bernoulli_`` (``numpy_dropout_masks``,
+``modeling/dropout_masks.py``), and the linear layers' fp32 products on oneDNN instead of MKL
+(``onednn_linear``, ``modeling/onednn_linear.py``). The rest of a step is the model's own
 matrix arithmetic. Options that attack it, off by default and measured in the same benchmark:
 ``torch_compile`` (``compilation.py``: the step runs a compiled wrapper,
 ``TrainingRun.step_model``; everything else the plain model) with ``pad_to_multiple_of`` length
@@ -48,7 +51,7 @@ step axis: the target stage's steps follow the source stage's.
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
@@ -64,7 +67,9 @@ from ..config import RunConfig, TrainingConfig
 from ..data.batching import eval_dataloader, sort_by_length
 from ..metrics.scores import compute_metrics
 from ..errors import ConfigError
+from ..modeling.dropout_masks import numpy_dropout_masks
 from ..modeling.first_token import first_token_last_layer
+from ..modeling.onednn_linear import onednn_linear_layers
 from ..modeling.layerwise import GradualUnfreezing, HeadWarmup
 from .accelerator import advance_tracking, is_tracking, log_metrics, make_accelerator, tracking_step
 from .checkpointing import StageCheckpoints, StopOnInterrupt, capture_rng, restore_rng
@@ -192,6 +197,17 @@ class StageTrainer:
         enabled = self.args.first_token_last_layer and not self.args.torch_compile
         return first_token_last_layer(self.accelerator.unwrap_model(model), enabled)
 
+    @contextmanager
+    def step_kernels(self, model) -> Iterator[None]:
+        """A context for the training step's forward pass: on a CPU, the model's dropout masks are
+        drawn with NumPy (``numpy_dropout_masks``, ``modeling/dropout_masks.py``) and its linear
+        layers' fp32 products run on oneDNN (``onednn_linear``, ``modeling/onednn_linear.py``).
+        Off under ``torch_compile``, whose graph is traced once with torch's own kernels."""
+        args, plain = self.args, self.accelerator.unwrap_model(model)
+        with numpy_dropout_masks(plain, args.numpy_dropout_masks and not args.torch_compile), \
+                onednn_linear_layers(plain, args.onednn_linear and not args.torch_compile):
+            yield
+
     def on_step(self, step: int, total_steps: int) -> None:
         """Called before each forward pass with the optimiser steps done so far; a no-op here."""
 
@@ -308,7 +324,7 @@ class StageTrainer:
         self.on_step(state.result.optimizer_steps, run.batches.total_steps)
         sparse_embedding = run.embedding_gradient.sparse_backward() if run.embedding_gradient else nullcontext()
         with acc.accumulate(run.model):
-            with sparse_embedding:
+            with sparse_embedding, self.step_kernels(run.model):
                 if run.aux is not None:
                     loss = self.compute_loss(model, batch, aux_batch=next(run.aux))
                 else:
