@@ -107,8 +107,7 @@ def _train(tokenizer, **options):
 def test_the_training_step_draws_them_and_repeats_under_its_seed(pad_tokenizer, monkeypatch):
     shapes = []
     original = dropout_masks.draw_mask
-    monkeypatch.setattr(dropout_masks, "draw_mask", lambda shape, p, dtype=torch.float32:
-                        shapes.append(tuple(shape)) or original(shape, p, dtype))
+    monkeypatch.setattr(dropout_masks, "draw_mask", lambda shape, p: shapes.append(tuple(shape)) or original(shape, p))
     first = _train(pad_tokenizer)
     # 4 steps x (embeddings + 2 per layer x 2 layers + the classifier's) = 24 masks
     assert len(shapes) == 4 * 6
@@ -130,3 +129,19 @@ def test_a_model_that_checkpoints_activations_keeps_torchs_masks():
     (getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)()
     with numpy_dropout_masks(model) as patched:
         assert patched == 0
+
+
+def test_a_bf16_input_is_scaled_in_fp32_and_keeps_its_dtype():
+    dropout = torch.nn.Dropout(0.1).train()
+    inputs = torch.randn(64, 64).to(torch.bfloat16).requires_grad_(True)
+    torch.manual_seed(4)
+    with numpy_dropout_masks(dropout):
+        output = dropout(inputs)
+    torch.manual_seed(4)
+    mask = draw_mask(inputs.shape, 0.1)
+    assert output.dtype == torch.bfloat16
+    assert torch.equal(output, (inputs.float() * mask).to(torch.bfloat16))
+    # not the product with the mask rounded to bf16 first (1.1111 -> 1.1094 on every kept element)
+    assert not torch.equal(output, inputs * mask.to(torch.bfloat16))
+    output.float().sum().backward()
+    assert inputs.grad.dtype == torch.bfloat16

@@ -43,8 +43,8 @@ def keep_threshold(p: float) -> int:
     return int(round((1.0 - p) * _LEVELS))
 
 
-def draw_mask(shape: torch.Size, p: float, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """A dropout mask of ``shape``: ``65536 / threshold`` where kept, 0 where dropped (see the module doc).
+def draw_mask(shape: torch.Size, p: float) -> torch.Tensor:
+    """A float32 dropout mask of ``shape``: ``65536 / threshold`` where kept, 0 where dropped (module doc).
 
     Seeded by one draw from torch's default generator, so it follows ``torch.manual_seed``.
     """
@@ -53,7 +53,7 @@ def draw_mask(shape: torch.Size, p: float, dtype: torch.dtype = torch.float32) -
     seed = int(torch.randint(0, 2**62, (1,)).item())
     draws = np.random.PCG64(seed).random_raw((count + 3) // 4).view(np.uint16)[:count]
     mask = np.multiply(draws < threshold, np.float32(_LEVELS / threshold), dtype=np.float32)
-    return torch.from_numpy(mask).view(shape).to(dtype)
+    return torch.from_numpy(mask).view(shape)
 
 
 def dropout_with_numpy_mask(module: torch.nn.Dropout, hidden: torch.Tensor) -> torch.Tensor:
@@ -66,9 +66,14 @@ def dropout_with_numpy_mask(module: torch.nn.Dropout, hidden: torch.Tensor) -> t
         return hidden
     if hidden.device.type != "cpu" or not 0 < threshold < _LEVELS:
         return torch.nn.functional.dropout(hidden, module.p, True, module.inplace)
-    mask = draw_mask(hidden.shape, module.p, hidden.dtype)
-    # autograd keeps `mask` (it needs no gradient) to multiply the incoming gradient by
-    return hidden.mul_(mask) if module.inplace else hidden * mask
+    mask = draw_mask(hidden.shape, module.p)
+    # autograd keeps `mask` (it needs no gradient) to multiply the incoming gradient by. A bf16 or
+    # fp16 input is scaled in fp32 and rounded once, as torch's dropout does (a mask rounded to
+    # bf16 would scale by 1.109375 for p = 0.1, not 1.1111)
+    if module.inplace:
+        return hidden.mul_(mask)
+    scaled = hidden * mask
+    return scaled if scaled.dtype == hidden.dtype else scaled.to(hidden.dtype)
 
 
 def _dropout_modules(model: torch.nn.Module) -> List[torch.nn.Dropout]:
