@@ -58,7 +58,7 @@ class TrainingConfig:
             (inside torch's attention kernel) and other devices keep torch's masks.
         onednn_linear (`bool`): in the training step, on a CPU, in fp32: the model's ``nn.Linear``
             forward products and input gradients run on oneDNN, the kernel library torch ships
-            beside MKL, 10-20% faster on an encoder's shapes (``modeling/onednn_linear.py``). The
+            beside MKL, faster on an encoder's shapes (``modeling/onednn_linear.py``). The
             same fp32 arithmetic, summed in another order: results agree to float rounding, not
             bitwise. bf16 autocast, other dtypes and other devices keep torch's own products.
         eval_every_epoch (`bool`): evaluate on validation after each epoch.

@@ -1,11 +1,11 @@
 """Linear layers whose fp32 products run on oneDNN on a CPU: the same arithmetic, faster kernels.
 
 Why: on a CPU, torch computes ``nn.Linear`` and its gradients with MKL's ``sgemm``. torch also
-ships oneDNN (``torch.backends.mkldnn``), Intel's deep-learning kernel library, but calls it for
-fp32 products only inside compiled or inference graphs. On the products of a BERT-style encoder
-(a few hundred tokens by 384 or 1,536 features) oneDNN's fp32 kernels ran 10-20% faster than
-MKL's for the forward product and the input gradient on this project's AMD EPYC, and slower for
-some weight-gradient shapes, which stay on MKL (``benchmarks/throughput.py``'s row
+ships oneDNN (``torch.backends.mkldnn``), Intel's deep-learning kernel library, beside it, but
+eager fp32 products go to MKL. On the products of a BERT-style encoder (a few hundred tokens by
+384 or 1,536 features, two threads, this project's AMD EPYC) oneDNN's fp32 kernels ran 2-39%
+faster than MKL's for the forward product and 13-27% for the input gradient, and slower for five
+of nine weight-gradient shapes, which stay on MKL (``benchmarks/throughput.py``'s row
 ``textransfer_mkl_linear`` turns this off). Why our own autograd function: torch has no switch that
 sends eager fp32 products to oneDNN (``torch.backends.mkldnn`` settings lower the precision), and
 ``torch.compile`` pays seconds of compilation for each new batch shape.
