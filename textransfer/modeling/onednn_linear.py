@@ -8,10 +8,12 @@ faster than MKL's for the forward product and 13-27% for the input gradient, and
 of nine weight-gradient shapes, which stay on MKL (``benchmarks/throughput.py``'s row
 ``textransfer_mkl_linear`` turns this off). Why our own autograd function: torch has no switch that
 sends eager fp32 products to oneDNN (``torch.backends.mkldnn`` settings lower the precision), and
-``torch.compile`` pays seconds of compilation for each new batch shape.
+``torch.compile`` costs tens of seconds of compilation on a CPU and uses oneDNN's op only in
+frozen inference graphs.
 
 What runs: the forward product ``x W^T + b`` and the input gradient ``dY W`` on oneDNN
-(``torch.ops.mkldnn._linear_pointwise``, the op torch's inductor emits for CPU linear layers),
+(``torch.ops.mkldnn._linear_pointwise``, the op torch's inductor puts in frozen CPU inference
+graphs),
 the weight gradient ``dY^T x`` and the bias gradient as torch computes them. Every product is fp32
 with fp32 accumulation, as before; only the order of the sums differs, so results agree to
 float rounding (tested against ``nn.Linear``), not bitwise.
