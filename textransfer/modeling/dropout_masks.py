@@ -61,10 +61,9 @@ def dropout_with_numpy_mask(module: torch.nn.Dropout, hidden: torch.Tensor) -> t
 
     Installed as an ``nn.Dropout`` instance's ``forward`` by :func:`numpy_dropout_masks`.
     """
-    threshold = keep_threshold(module.p)
     if not module.training or module.p == 0.0:
         return hidden
-    if hidden.device.type != "cpu" or not 0 < threshold < _LEVELS:
+    if hidden.device.type != "cpu" or not 0 < keep_threshold(module.p) < _LEVELS:
         return torch.nn.functional.dropout(hidden, module.p, True, module.inplace)
     mask = draw_mask(hidden.shape, module.p)
     # autograd keeps `mask` (it needs no gradient) to multiply the incoming gradient by. A bf16 or

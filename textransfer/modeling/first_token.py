@@ -28,7 +28,7 @@ from typing import Iterator, Optional
 
 import torch
 
-from .forward_patch import activation_checkpointing
+from .forward_patch import activation_checkpointing, forward_patched
 
 # architectures whose *ForSequenceClassification reads only the first token of the last layer, and
 # whose layer is BERT's (attention.self with query/key/value, attention.output, feed_forward_chunk)
@@ -96,10 +96,6 @@ def _first_token_forward(layer: torch.nn.Module, hidden_states: torch.Tensor,
     return layer.feed_forward_chunk(attended)
 
 
-def _is_patched(layer: torch.nn.Module) -> bool:
-    return getattr(vars(layer).get("forward"), "__func__", None) is _first_token_forward
-
-
 @contextmanager
 def first_token_last_layer(model: torch.nn.Module, enabled: bool = True) -> Iterator[bool]:
     """Within the block, ``model``'s last encoder layer computes the first token only; yields
@@ -120,13 +116,6 @@ def first_token_last_layer(model: torch.nn.Module, enabled: bool = True) -> Iter
     if layer is None:
         yield False
         return
-    if _is_patched(layer):  # an enclosing block set it (evaluation inside an export): that block restores it
+    # an enclosing block that set it (evaluation inside an export) restores it
+    with forward_patched([layer], _first_token_forward):
         yield True
-        return
-    # an instance attribute: nn.Module.__call__ looks ``forward`` up on the instance first, and
-    # nothing in the state dict changes
-    layer.forward = _first_token_forward.__get__(layer)
-    try:
-        yield True
-    finally:
-        del layer.forward

@@ -13,10 +13,9 @@ frozen inference graphs.
 
 What runs: the forward product ``x W^T + b`` and the input gradient ``dY W`` on oneDNN
 (``torch.ops.mkldnn._linear_pointwise``, the op torch's inductor puts in frozen CPU inference
-graphs),
-the weight gradient ``dY^T x`` and the bias gradient as torch computes them. Every product is fp32
-with fp32 accumulation, as before; only the order of the sums differs, so results agree to
-float rounding (tested against ``nn.Linear``), not bitwise.
+graphs), the weight gradient ``dY^T x`` and the bias gradient as torch computes them. Every
+product is fp32 with fp32 accumulation, as before; only the order of the sums differs, so results
+agree to float rounding (tested against ``nn.Linear``), not bitwise.
 
 Where: within a :func:`onednn_linear_layers` block, every module of exactly the type
 ``nn.Linear`` in the model, on fp32 CPU tensors outside autocast. Anything else (other devices,
