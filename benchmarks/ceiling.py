@@ -72,13 +72,15 @@ def workload_flops(config, lengths) -> float:
 
 
 def first_token_flops(config, lengths) -> float:
-    """The work of the package's runtime, whose last layer computes keys and values for every token
-    but its query, attention output, feed-forward and attention products for the first token only
-    (``first_token_last_layer``): the lower work a goal's rate is held against."""
-    h, i = config.hidden_size, config.intermediate_size
-    # what the last layer skips: every position after the first, all but its keys and values
-    skipped = sum(2 * (n - 1) * (2 * h * h + 2 * h * i + 2 * n * h) for n in lengths)
-    return workload_flops(config, lengths) - skipped
+    """The work of the package's runtime, whose last layer runs for the first token only
+    (``first_token_last_layer``): its query, attention output and feed-forward for that token,
+    its attention against every token without their keys and values (the query taken back
+    through the key projection, the value projection run once on the weighted hidden state):
+    the lower work a goal's rate is held against."""
+    h, i, heads = config.hidden_size, config.intermediate_size, config.num_attention_heads
+    full_last_layer = sum(n * (4 * h * h + 2 * h * i + 2 * n * h) for n in lengths)
+    first_token_last_layer_macs = sum(4 * h * h + 2 * h * i + 2 * heads * n * h for n in lengths)
+    return workload_flops(config, lengths) - 2 * (full_last_layer - first_token_last_layer_macs)
 
 
 def gemm_rate(m: int, k: int, n: int, threads: int, repeats: int = 30) -> float:

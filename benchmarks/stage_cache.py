@@ -14,6 +14,12 @@ run as a fresh process for each side, one after another:
   fast on CPUs with bf16 instructions) in its own empty cache: the cache and a faster training
   step together. Its metrics are its own (another precision), shown beside the others and left
   out of ``metrics_identical``.
+* ``reference`` (with ``--reference REV``): the same command run by the package as it was at the
+  git revision ``REV`` (extracted with ``git archive`` into the work folder, run with this
+  interpreter and its packages). ``--reference 62a45d5`` is ``compare`` on the day the issue that
+  asked for the cache was filed (the last main before the cache): its whole wall-clock, training
+  step included, the figure a user of that day waited for. Its metrics are its own (the training
+  step's kernels changed since), shown beside the others and left out of ``metrics_identical``.
 
 Timed: the wall-clock of the whole command (start-up, loading, training, evaluation, writing).
 Every side must report the same test metrics for every strategy (the cache changes the time, not
@@ -41,6 +47,7 @@ from partial_results import load_partial, save_partial, write_final
 REPO = Path(__file__).resolve().parents[1]
 SIDES = ("no_cache", "cold_cache", "warm_cache")  # the same results at fp32: metrics_identical
 BF16_SIDE = "cold_cache_bf16"
+REFERENCE_SIDE = "reference"
 SMOKE = ["source.max_train_samples=32", "target.max_train_samples=32", "source_training.num_epochs=1",
          "target_training.num_epochs=1", "noise_resamples=50", "model.max_length=32"]
 
@@ -53,6 +60,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="go on from OUT.partial, left by a stopped run")
     p.add_argument("--smoke", action="store_true", help="tiny budget: a check, not a result")
     p.add_argument("--bf16", action="store_true", help="also the side cold_cache_bf16 (see above)")
+    p.add_argument("--reference", metavar="REV", help="also the side reference: compare as at git revision REV "
+                   "(e.g. 62a45d5, the last main before the stage cache)")
     p.add_argument("overrides", nargs="*", help="config overrides for every side, e.g. seed=1")
     return p
 
@@ -68,8 +77,12 @@ def run_side(side: str, args, work: Path) -> dict:
            "--output-dir", str(out), *(["--no-cache"] if side == "no_cache" else []),
            *(SMOKE if args.smoke else []), *args.overrides, *(["mixed_precision=bf16"] if side == BF16_SIDE else [])]
     env = {**os.environ, "TEXTRANSFER_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    source = REPO
+    if side == REFERENCE_SIDE:
+        source = extract_revision(args.reference, work / "reference_source")
+        env["PYTHONPATH"] = str(source)  # that revision's package, not the one installed from this tree
     start = time.perf_counter()
-    subprocess.run(cmd, check=True, env=env, cwd=REPO, stdout=subprocess.DEVNULL)
+    subprocess.run(cmd, check=True, env=env, cwd=source, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - start
     comparison = json.loads((out / "comparison.json").read_text())
     return {"wall_s": round(wall, 2), "command": " ".join(cmd[1:]),
@@ -77,8 +90,20 @@ def run_side(side: str, args, work: Path) -> dict:
             "source_stages_trained": sum(source_trained(out / name) for name in comparison["strategies"])}
 
 
+def extract_revision(revision: str, folder: Path) -> Path:
+    """The repository's files at ``revision`` in ``folder`` (``git archive``: no checkout, no
+    worktree left behind in the repository)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", "--format=tar", revision], cwd=REPO, check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    return folder
+
+
 def source_trained(run_dir: Path) -> bool:
     source = json.loads((run_dir / "results.json").read_text()).get("source")
+    # a revision from before the cache trained every source stage it reports
     return source is not None and not source.get("from_cache")
 
 
@@ -87,19 +112,26 @@ def summary(runs: dict) -> dict:
     return {"speedup_cold": round(base["wall_s"] / runs["cold_cache"]["wall_s"], 2),
             "speedup_warm": round(base["wall_s"] / runs["warm_cache"]["wall_s"], 2),
             "metrics_identical": all(runs[s]["metrics"] == base["metrics"] for s in SIDES),
-            **({"speedup_cold_bf16": round(base["wall_s"] / runs[BF16_SIDE]["wall_s"], 2)} if BF16_SIDE in runs else {})}
+            **({"speedup_cold_bf16": round(base["wall_s"] / runs[BF16_SIDE]["wall_s"], 2)} if BF16_SIDE in runs else {}),
+            **({"speedup_cold_vs_reference": round(runs[REFERENCE_SIDE]["wall_s"] / runs["cold_cache"]["wall_s"], 2),
+                "speedup_warm_vs_reference": round(runs[REFERENCE_SIDE]["wall_s"] / runs["warm_cache"]["wall_s"], 2)}
+               if REFERENCE_SIDE in runs else {})}
 
 
 def main(argv=None) -> int:
     args = make_parser().parse_args(argv)
-    out = Path(args.out)
+    args.config = str(Path(args.config).resolve())  # the sides run in the repository (or the reference's copy)
+    out = Path(args.out).resolve()
     partial, work = Path(f"{out}.partial"), Path(f"{out}.work")
     settings = {"config": args.config, "strategies": args.strategies, "overrides": args.overrides, "smoke": args.smoke,
-                "bf16": args.bf16}
+                "bf16": args.bf16, "reference": args.reference}
     runs = load_partial(args.resume, settings, partial)
     if args.resume and "cold_cache" in runs and "warm_cache" not in runs and not (work / "cache").is_dir():
         runs.pop("cold_cache")  # the warm side needs the cache the cold side filled
-    for side in SIDES + ((BF16_SIDE,) if args.bf16 else ()):
+    # the reference runs next to no_cache: the two sides the cache is measured against, one after the other
+    order = ["no_cache", *([REFERENCE_SIDE] if args.reference else []), "cold_cache", "warm_cache",
+             *([BF16_SIDE] if args.bf16 else [])]
+    for side in order:
         if side not in runs:
             runs[side] = run_side(side, args, work)
             save_partial(partial, runs, settings)
@@ -111,6 +143,9 @@ def main(argv=None) -> int:
           f"metrics identical on every side: {result['metrics_identical']}")
     if BF16_SIDE in runs:
         print(f"cold cache with mixed_precision=bf16: {result['speedup_cold_bf16']}x faster than --no-cache (fp32)")
+    if REFERENCE_SIDE in runs:
+        print(f"against compare as at {args.reference}: cold cache {result['speedup_cold_vs_reference']}x, "
+              f"warm cache {result['speedup_warm_vs_reference']}x faster")
     return 0
 
 

@@ -109,14 +109,15 @@ def test_the_training_step_draws_them_and_repeats_under_its_seed(pad_tokenizer, 
     original = dropout_masks.draw_mask
     monkeypatch.setattr(dropout_masks, "draw_mask", lambda shape, p: shapes.append(tuple(shape)) or original(shape, p))
     first = _train(pad_tokenizer)
-    # 4 steps x (embeddings + 2 per layer x 2 layers + the classifier's) = 24 masks
-    assert len(shapes) == 4 * 6
+    # 4 steps x (embeddings + 2 per layer x 2 layers + the classifier's + the last layer's attention
+    # weights, which its first-token forward drops through the module, see first_token.py) = 28 masks
+    assert len(shapes) == 4 * 7
     shapes.clear()
     first.evaluate(token_dataset(16, seed=1, max_len=16))
     assert shapes == []  # evaluation drops nothing
     again = _train(pad_tokenizer)
     torch_masks = _train(pad_tokenizer, numpy_dropout_masks=False)
-    assert len(shapes) == 4 * 6  # the second run drew again; the third did not
+    assert len(shapes) == 4 * 7  # the second run drew again; the third did not
     state, again_state, torch_state = (t.model.state_dict() for t in (first, again, torch_masks))
     assert all(torch.equal(value, again_state[name]) for name, value in state.items())
     assert not all(torch.equal(value, torch_state[name]) for name, value in state.items())

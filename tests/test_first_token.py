@@ -60,6 +60,56 @@ def test_logits_and_every_gradient_match_the_full_layer_on_padded_batches(model_
         torch.testing.assert_close(grads[name], full_grads[name], atol=1e-6, rtol=1e-4, msg=name)
 
 
+class _FixedMask(torch.nn.Module):
+    """Dropout with a mask fixed in advance, so the regrouped attention and the textbook one can be
+    held against each other under dropout."""
+
+    def __init__(self, mask):
+        super().__init__()
+        self.mask = mask
+
+    def forward(self, weights):
+        return weights * self.mask
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_the_first_querys_attention_is_the_textbook_one_under_dropout_and_padding(attention):
+    """Keys and values projected for every token, scores scaled and masked, softmax, dropout,
+    weighted values: what `_first_query_context` computes without the key and value projections,
+    with the mask either kernel passes (boolean for sdpa, additive for eager) and with dropout
+    (the weights then no longer sum to 1, which the value bias must follow)."""
+    from textransfer.modeling.first_token import _first_query_context
+
+    model = _model("bert", attention).train()
+    layer, seen = model.base_model.encoder.layer[-1], {}
+    layer.register_forward_pre_hook(lambda module, args, kwargs: seen.update(mask=args[1] if len(args) > 1 else
+                                                                            kwargs["attention_mask"]), with_kwargs=True)
+    batch = _padded_batch()
+    with torch.no_grad():
+        model(**batch)
+    attn = layer.attention.self
+    with torch.no_grad():  # biases start at zero: give them values the regrouping must carry
+        for linear in (attn.query, attn.key, attn.value):
+            linear.bias.normal_()
+    hidden = torch.randn(4, 14, model.config.hidden_size)
+    heads, size = attn.num_attention_heads, attn.attention_head_size
+    mask = seen["mask"][:, :, :1]
+    torch.manual_seed(1)
+    attn.dropout = _FixedMask((torch.rand(4, heads, 14) > 0.3).float() / 0.7)
+    with torch.no_grad():
+        context = _first_query_context(attn, hidden[:, :1], hidden, mask)
+        query = attn.query(hidden[:, :1]).view(4, 1, heads, size).transpose(1, 2)
+        key = attn.key(hidden).view(4, 14, heads, size).transpose(1, 2)
+        value = attn.value(hidden).view(4, 14, heads, size).transpose(1, 2)
+        scores = query @ key.transpose(2, 3) * attn.scaling
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min) if mask.dtype == torch.bool else scores + mask
+        weights = torch.softmax(scores, dim=-1) * attn.dropout.mask.unsqueeze(2)
+        expected = (weights @ value).transpose(1, 2).reshape(4, 1, heads * size)
+    assert (mask.dtype == torch.bool) == (attention == "sdpa")
+    torch.testing.assert_close(context, expected, atol=1e-6, rtol=1e-5)
+    assert not torch.allclose(weights.sum(-1), torch.ones(4, heads, 1))  # dropout really applied
+
+
 @pytest.mark.parametrize("model_type", SUPPORTED)
 def test_the_last_layer_really_runs_one_position_and_is_restored(model_type):
     model = _model(model_type).eval()

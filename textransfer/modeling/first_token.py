@@ -2,17 +2,20 @@
 
 A BERT-style sequence classifier reads one position of the last layer: the first token (BERT's
 pooler, RoBERTa's and ELECTRA's ``features[:, 0]``). The other positions of that layer are
-computed and thrown away. Their keys and values are still needed (the first token attends to
-every token), but their query, attention output and feed-forward are not: on MiniLM-L6 that is
-10 of the last layer's 12 ``hidden x hidden`` products a token, about 14% of the encoder's
-matrix work (``benchmarks/ceiling.py``), forward and backward. The logits are the same (within
-float rounding; tested) and so is every gradient; in training, dropout draws its masks for the
-first position only, from the same distribution.
+computed and thrown away. Only the first position's query, attention output and feed-forward
+are needed. The first token attends to every token, but with a single query their keys and
+values need not be projected either: the query is taken back through the key projection and the
+value projection runs once on the attention-weighted hidden state (:func:`_first_query_context`).
+On MiniLM-L6 that leaves about a twelfth of the last layer's matrix work a token, about 16% of the
+encoder's in all, forward and backward. The logits are the same (within float rounding; tested)
+and so is every gradient; in training, dropout draws its masks for the first position only, from
+the same distribution.
 
 Why our own forward rather than a transformers option: transformers has none for encoders (its
 ``logits_to_keep`` is for causal LMs' vocabulary projection). Ours reuses the layer's own
-modules and attention kernel (``ALL_ATTENTION_FUNCTIONS``, the model's ``eager_attention_forward``)
-and changes only which rows go in, so the weights, their names and the saved model are untouched.
+modules and weights, so the weights, their names and the saved model are untouched; its
+attention is the eager kernel's arithmetic (``eager_attention_forward``: scale, mask, softmax,
+dropout), regrouped, for either of the supported kernels.
 
 It is applied per forward call (:func:`first_token_last_layer`, a context manager), only where
 the caller reads the logits alone: the plain classification loss and evaluation. Strategies that
@@ -22,7 +25,6 @@ the layer's forward in the backward pass, after the context has ended, so it tur
 
 from __future__ import annotations
 
-import inspect
 from contextlib import contextmanager
 from typing import Iterator, Optional
 
@@ -67,32 +69,51 @@ def first_token_layer(model: torch.nn.Module) -> Optional[torch.nn.Module]:
     return layer
 
 
-def _attention_kernel(self_attention: torch.nn.Module):
-    """The attention function the layer itself would call: the configured one from transformers'
-    registry, or the model module's own ``eager_attention_forward``."""
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+def _first_query_context(attention: torch.nn.Module, first: torch.Tensor, hidden_states: torch.Tensor,
+                         attention_mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """The self-attention output of the first position, ``[batch, 1, heads x head size]``, without
+    projecting any token's key or value.
 
-    eager = inspect.getmodule(type(self_attention)).eager_attention_forward
-    return ALL_ATTENTION_FUNCTIONS.get_interface(self_attention.config._attn_implementation, eager)
+    With one query, the products regroup (for each head, key weight ``W_k``, value weight ``W_v``):
+    ``q . (W_k h_j + b_k) = (q W_k) . h_j + q . b_k``, so the query goes back through the key
+    projection once and is scored against the hidden states themselves; and
+    ``sum_j p_j (W_v h_j + b_v) = W_v (sum_j p_j h_j) + (sum_j p_j) b_v``, so the value projection
+    runs once, on the attention-weighted hidden state. That is 2 x heads x length x hidden
+    multiply-adds where the keys and values of every token took 2 x length x hidden x hidden (12x
+    fewer on MiniLM). The arithmetic is the eager kernel's (scores scaled, mask added, softmax,
+    dropout), in another order.
+    """
+    batch, length, hidden = hidden_states.shape
+    heads, size = attention.num_attention_heads, attention.attention_head_size
+    query = attention.query(first).view(batch, heads, size).transpose(0, 1)  # [heads, batch, size]
+    key_weight = attention.key.weight.view(heads, size, hidden)
+    query_in_hidden = torch.matmul(query, key_weight).transpose(0, 1)  # [batch, heads, hidden]
+    scores = torch.matmul(query_in_hidden, hidden_states.transpose(1, 2))  # [batch, heads, length]
+    if attention.key.bias is not None:  # the same for every key (softmax drops it), kept for its gradient
+        scores = scores + (query * attention.key.bias.view(heads, 1, size)).sum(-1).transpose(0, 1).unsqueeze(-1)
+    scores = scores * attention.scaling
+    if attention_mask is not None:  # [batch, 1, 1, length]: additive (eager) or True where attended (sdpa)
+        mask = attention_mask[:, :, 0]
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min) if mask.dtype == torch.bool \
+            else scores + mask
+    weights = attention.dropout(torch.softmax(scores, dim=-1))
+    mixed = torch.matmul(weights, hidden_states).transpose(0, 1)  # [heads, batch, hidden]
+    value_weight = attention.value.weight.view(heads, size, hidden)
+    context = torch.matmul(mixed, value_weight.transpose(1, 2))  # [heads, batch, size]
+    if attention.value.bias is not None:  # each weight row sums to 1, or to its kept share under dropout
+        context = context + weights.sum(-1).transpose(0, 1).unsqueeze(-1) * attention.value.bias.view(heads, 1, size)
+    return context.transpose(0, 1).reshape(batch, 1, heads * size)
 
 
 def _first_token_forward(layer: torch.nn.Module, hidden_states: torch.Tensor,
                          attention_mask: Optional[torch.Tensor] = None, *args, **kwargs) -> torch.Tensor:
-    """The layer's output at the first position alone, ``[batch, 1, hidden]``: keys and values
-    from every token, everything else from the first."""
-    attention = layer.attention.self
-    batch, length, _ = hidden_states.shape
-    first = hidden_states[:, :1]
-    head_size = attention.attention_head_size
-    query = attention.query(first).view(batch, 1, -1, head_size).transpose(1, 2)
-    key = attention.key(hidden_states).view(batch, length, -1, head_size).transpose(1, 2)
-    value = attention.value(hidden_states).view(batch, length, -1, head_size).transpose(1, 2)
+    """The layer's output at the first position alone, ``[batch, 1, hidden]``: its attention over
+    every token (:func:`_first_query_context`), everything else from the first."""
     if attention_mask is not None and attention_mask.dim() == 4 and attention_mask.shape[-2] != 1:
         attention_mask = attention_mask[:, :, :1]  # the first query's row of a [batch, 1, query, key] mask
-    context, _ = _attention_kernel(attention)(
-        attention, query, key, value, attention_mask,
-        dropout=attention.dropout.p if attention.training else 0.0, scaling=attention.scaling)
-    attended = layer.attention.output(context.reshape(batch, 1, -1).contiguous(), first)
+    first = hidden_states[:, :1]
+    context = _first_query_context(layer.attention.self, first, hidden_states, attention_mask)
+    attended = layer.attention.output(context, first)
     return layer.feed_forward_chunk(attended)
 
 
