@@ -15,8 +15,10 @@ Two questions, measured in one run:
    (BERT's pooler, RoBERTa's and ELECTRA's heads), so every other position of the last encoder layer
    is computed and thrown away (and, in training, back-propagated as zeros). The package's
    ``first_token_last_layer`` (``textransfer/modeling/first_token.py``, on by default since
-   2026-12-07; this script's own probe of it before) computes that layer's keys and values for every
-   token but its query, attention output and feed-forward for the first token only. It reports the
+   2026-12-07; this script's own probe of it before) computes that layer for the first token only,
+   its attention over every token without projecting their keys and values (the query taken back
+   through the key projection, the value projection run once on the weighted hidden state; until
+   the fourth session of 2026-12-07 the keys and values of every token were projected). It reports the
    logits' largest difference from the full model and the training step's time both ways,
    interleaved so that drift of the machine hits both: MiniLM's step on a random batch of SST-2's
    mean shape.

@@ -4,6 +4,7 @@
 ```
 python benchmarks/inference.py --data-dir ../shared/data --out inference.json              # 25,000 reviews
 python benchmarks/inference.py --data-dir ../shared/data --out i.json --limit 2000 --threads 1 2
+python benchmarks/inference.py --data-dir ../shared/data --out i.json --limit 2000 --threads 1 2 --repeats 3   # medians
 python benchmarks/inference.py --data-dir ../shared/data --out smoke.json --limit 64       # smoke run
 python benchmarks/inference.py --data-dir ../shared/data --out i.json --model runs/imdb    # a trained run/model
 python benchmarks/inference.py ... --resume     # a stopped run goes on from OUT.partial (and OUT.work's model)
@@ -23,7 +24,10 @@ JSON holds, per thread count, ``{"textransfer": {"rows_per_s", "peak_rss_mb", "a
 pipeline's (at ``batch_size=32``, the first of ``--pipeline-batch-sizes``) row by row; ``speedup``
 is textransfer's rows/s over that pipeline's, ``onnx_speedup`` ONNX Runtime's, and
 ``onnx_speedup_vs_fastest_pipeline`` ONNX Runtime's over the fastest of the pipeline's batch sizes
-(``batch_size=1``, its own default, is measured too). textransfer runs at its defaults: at most
+(``batch_size=1``, its own default, is measured too). With ``--repeats N`` every side runs N times
+at each thread count (all sides, then all again): each side's figures are its median run's, with
+every run's rows/s in ``rows_per_s_runs``, and ``onnx_speedup_per_repeat`` holds ONNX Runtime's
+speed-up within each repeat. textransfer runs at its defaults: at most
 64 rows and 512 tokens a forward pass (``--batch-size``, ``--max-batch-tokens``).
 """
 
@@ -33,6 +37,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -124,6 +129,7 @@ def compared(timing: dict, labels: list, scores: list, reference: list, gold: li
 def ours(model, test: Path, work: Path, batch: int, tokens: str, backend: str, threads: str, quantize: str = "none"):
     """textransfer's predict on ``backend``: its timing, and the labels and top scores it wrote."""
     out = work / f"{backend}-{quantize}-{threads}.csv"
+    out.unlink(missing_ok=True)  # an earlier repeat's: predict keeps existing files unless told
     timing = side(TEXTRANSFER, model, test, out, batch, backend, quantize, tokens, threads=threads)
     table = pcsv.read_csv(out)
     return timing, table.column("label").to_pylist(), table.column("score").to_pylist()
@@ -162,6 +168,27 @@ def measure(model: str, model_dir: str, test: Path, work: Path, args, threads: s
     return result
 
 
+def median_of_repeats(repeats: list) -> dict:
+    """One thread count's figures over ``--repeats`` runs of every side: each side's run with the
+    median rows/s (its labels and scores are the same in every run), every run's rows/s beside it
+    (``rows_per_s_runs``), the speed-ups from the medians, and ONNX Runtime's speed-up within each
+    repeat (``onnx_speedup_per_repeat``: the two sides minutes apart, not a whole run apart)."""
+    if len(repeats) == 1:
+        return repeats[0]
+    result = {}
+    for name in (k for k, v in repeats[0].items() if isinstance(v, dict)):
+        runs = sorted((r[name] for r in repeats), key=lambda figures: figures["rows_per_s"])
+        result[name] = {**runs[(len(runs) - 1) // 2], "rows_per_s": round(statistics.median(
+            f["rows_per_s"] for f in runs), 2), "rows_per_s_runs": [r[name]["rows_per_s"] for r in repeats]}
+    pipe = result["pipeline"]["rows_per_s"]
+    fastest = max(v["rows_per_s"] for k, v in result.items() if k.startswith("pipeline"))
+    result["speedup"] = round(result["textransfer"]["rows_per_s"] / pipe, 3)
+    result["onnx_speedup"] = round(result["onnxruntime"]["rows_per_s"] / pipe, 3)
+    result["onnx_speedup_vs_fastest_pipeline"] = round(result["onnxruntime"]["rows_per_s"] / fastest, 3)
+    result["onnx_speedup_per_repeat"] = [r["onnx_speedup"] for r in repeats]
+    return result
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", required=True, help="the shared corpora (../shared/data)")
@@ -178,6 +205,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", nargs="+", type=int,
                         help="torch (and ONNX Runtime) thread counts to measure, e.g. 1 2 (default: torch's own)")
     parser.add_argument("--quantize", action="store_true", help="also measure the int8 ONNX model")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="runs of every side at each thread count, one after another; medians reported")
     parser.add_argument("--resume", action="store_true", help="go on from OUT.partial, left by a stopped run")
     args = parser.parse_args(argv)
     data_dir = Path(args.data_dir)
@@ -189,7 +218,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     partial, work = Path(f"{out}.partial"), Path(f"{out}.work")
     settings = {k: getattr(args, k) for k in ("limit", "model", "train_rows", "batch_size", "max_batch_tokens",
-                                              "pipeline_batch_sizes", "threads", "quantize")}
+                                              "pipeline_batch_sizes", "threads", "quantize", "repeats")}
     by_threads = load_partial(args.resume, settings, partial)
     trained = work / "run" / "model"  # train_model's model, saved whole or not at all
     if not args.resume:  # a fresh start keeps nothing of an earlier run's folder
@@ -205,7 +234,8 @@ def main(argv=None) -> int:
         test = work / "test.parquet"
     for n in [str(n) for n in args.threads] if args.threads else ["default"]:
         if n not in by_threads:
-            by_threads[n] = measure(model, model_dir, test, work, args, n)
+            by_threads[n] = median_of_repeats([measure(model, model_dir, test, work, args, n)
+                                               for _ in range(args.repeats)])
             save_partial(partial, by_threads, settings)
     rows = pq.ParquetFile(test).metadata.num_rows
 

@@ -33,9 +33,10 @@ class TrainingConfig:
             recompile, at the second shape); with it, one static graph per batch shape
             (``training/compilation.py``). Each compile takes tens of seconds on a CPU.
         first_token_last_layer (`bool`): where only the logits are read (the plain classification
-            loss, evaluation), compute the last encoder layer for the first token only: the
-            classifier reads nothing else, so the logits and gradients are the same, for about
-            14% less matrix work a step (``modeling/first_token.py``). Applies to BERT, RoBERTa,
+            loss, evaluation), compute the last encoder layer for the first token only, its
+            attention over every token without projecting their keys and values: the classifier
+            reads nothing else, so the logits and gradients are the same, for about 15% less
+            matrix work a step on MiniLM-L6 (``modeling/first_token.py``). Applies to BERT, RoBERTa,
             XLM-R, CamemBERT and ELECTRA classifiers with sdpa or eager attention, without
             ``torch_compile`` or gradient checkpointing; other models run in full.
         sparse_embedding_gradient (`bool`): on a CPU, one process: the word embedding's backward
