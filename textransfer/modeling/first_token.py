@@ -6,7 +6,7 @@ computed and thrown away. Only the first position's query, attention output and 
 are needed. The first token attends to every token, but with a single query their keys and
 values need not be projected either: the query is taken back through the key projection and the
 value projection runs once on the attention-weighted hidden state (:func:`_first_query_context`).
-On MiniLM-L6 that leaves about a twelfth of the last layer's matrix work a token, about 16% of the
+On MiniLM-L6 that leaves a twelfth or less of the last layer's matrix work a token, 15-17% of the
 encoder's in all, forward and backward. The logits are the same (within float rounding; tested)
 and so is every gradient; in training, dropout draws its masks for the first position only, from
 the same distribution.
