@@ -160,6 +160,12 @@ def measure(model: str, model_dir: str, test: Path, work: Path, args, threads: s
     if args.quantize:
         result["onnxruntime_int8"] = compared(*ours(model, test, work, args.batch_size, tokens, "onnxruntime", threads,
                                                     "int8"), reference, gold)
+    return with_speedups(result)
+
+
+def with_speedups(result: dict) -> dict:
+    """``result`` with textransfer's and ONNX Runtime's rows/s over the reference pipeline's and
+    ONNX Runtime's over the fastest pipeline batch size."""
     pipe = result["pipeline"]["rows_per_s"]
     fastest = max(v["rows_per_s"] for k, v in result.items() if k.startswith("pipeline"))
     result["speedup"] = round(result["textransfer"]["rows_per_s"] / pipe, 3)
@@ -180,11 +186,7 @@ def median_of_repeats(repeats: list) -> dict:
         runs = sorted((r[name] for r in repeats), key=lambda figures: figures["rows_per_s"])
         result[name] = {**runs[(len(runs) - 1) // 2], "rows_per_s": round(statistics.median(
             f["rows_per_s"] for f in runs), 2), "rows_per_s_runs": [r[name]["rows_per_s"] for r in repeats]}
-    pipe = result["pipeline"]["rows_per_s"]
-    fastest = max(v["rows_per_s"] for k, v in result.items() if k.startswith("pipeline"))
-    result["speedup"] = round(result["textransfer"]["rows_per_s"] / pipe, 3)
-    result["onnx_speedup"] = round(result["onnxruntime"]["rows_per_s"] / pipe, 3)
-    result["onnx_speedup_vs_fastest_pipeline"] = round(result["onnxruntime"]["rows_per_s"] / fastest, 3)
+    result = with_speedups(result)
     result["onnx_speedup_per_repeat"] = [r["onnx_speedup"] for r in repeats]
     return result
 

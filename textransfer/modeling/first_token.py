@@ -92,8 +92,8 @@ def _first_query_context(attention: torch.nn.Module, first: torch.Tensor, hidden
     if attention.key.bias is not None:  # the same for every key (softmax drops it), kept for its gradient
         scores = scores + (query * attention.key.bias.view(heads, 1, size)).sum(-1).transpose(0, 1).unsqueeze(-1)
     scores = scores * attention.scaling
-    if attention_mask is not None:  # [batch, 1, 1, length]: additive (eager) or True where attended (sdpa)
-        mask = attention_mask[:, :, 0]
+    if attention_mask is not None:  # [batch, 1, query, length]: additive (eager) or True where attended (sdpa)
+        mask = attention_mask[:, :, 0]  # the first query's row
         scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min) if mask.dtype == torch.bool \
             else scores + mask
     weights = attention.dropout(torch.softmax(scores, dim=-1))
@@ -109,8 +109,6 @@ def _first_token_forward(layer: torch.nn.Module, hidden_states: torch.Tensor,
                          attention_mask: Optional[torch.Tensor] = None, *args, **kwargs) -> torch.Tensor:
     """The layer's output at the first position alone, ``[batch, 1, hidden]``: its attention over
     every token (:func:`_first_query_context`), everything else from the first."""
-    if attention_mask is not None and attention_mask.dim() == 4 and attention_mask.shape[-2] != 1:
-        attention_mask = attention_mask[:, :, :1]  # the first query's row of a [batch, 1, query, key] mask
     first = hidden_states[:, :1]
     context = _first_query_context(layer.attention.self, first, hidden_states, attention_mask)
     attended = layer.attention.output(context, first)
