@@ -13,7 +13,7 @@ from textransfer.strategies.base import classify_with_features, masked_mean
 from textransfer.strategies.coral import CORALConfig, CORALModel, coral_loss
 from textransfer.strategies.dann import DANNConfig, DANNModel, ganin_lambda, reverse_gradient
 from textransfer.strategies.joint import JointModel
-from textransfer.strategies.l2sp import L2SPTrainer
+from textransfer.strategies.l2sp import L2SPTrainer, SquaredDistance
 from textransfer.strategies.mmd import MMDConfig, MMDModel, mmd2
 from textransfer.training.trainer import StageTrainer, make_accelerator
 
@@ -189,6 +189,21 @@ def test_l2sp_penalty_gradient_on_every_architecture(model_type):
         elif name in heads:
             assert torch.allclose(p.grad, 0.2 * p.detach(), atol=1e-7), name
     assert len(trainer.source_weights) + len(heads) == len(list(model.parameters()))
+
+
+@pytest.mark.parametrize("shapes", [[(3, 5)], [(1000,), (7, 300), (256,), (2, 2, 129)]])
+def test_l2sp_squared_distance_is_the_textbook_penalty_to_the_bit(shapes):
+    """The foreach penalty's gradient is autograd's of ``sum((p - r) ** 2)``, bit for bit, and its
+    value the same sum (sizes below, at and across the dot products' chunk)."""
+    g = torch.Generator().manual_seed(0)
+    params = [torch.randn(s, generator=g, requires_grad=True) for s in shapes]
+    refs = [p.detach() + 0.1 * torch.randn(p.shape, generator=g) for p in params]
+    textbook = 0.35 * sum((p - r).pow(2).sum() for p, r in zip(params, refs))
+    expected = torch.autograd.grad(textbook, params)
+    value = 0.35 * SquaredDistance.apply(refs, *params)
+    got = torch.autograd.grad(value, params)
+    assert all(torch.equal(a, b) for a, b in zip(got, expected))
+    assert value.item() == pytest.approx(textbook.item(), rel=1e-6)
 
 
 def test_l2sp_training_ends_closer_to_source_weights(pad_tokenizer):

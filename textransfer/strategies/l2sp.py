@@ -14,7 +14,7 @@ place of it, so ``target_training.weight_decay: 0`` is the faithful setting.
 
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, List, Sequence
 
 import torch
 
@@ -22,6 +22,46 @@ from ..training.trainer import StageTrainer
 from ..config.strategies import L2SPConfig
 from .base import RunContext, Strategy, TransferOutcome, make_factory, train_source_then_target
 from .registry import register_strategy
+
+
+# Elements per dot product in squared_norm: short enough that each fp32 dot stays exact to a few
+# ulps; a single BLAS dot over the 11.7M word-embedding weights drifted 1e-4 relative (measured).
+SQUARED_NORM_CHUNK = 256
+
+
+def squared_norm(flat: torch.Tensor) -> torch.Tensor:
+    """``(flat ** 2).sum()`` without a temporary the size of ``flat``: dot products of
+    ``SQUARED_NORM_CHUNK`` elements (one batched product), then their sum. As accurate as the
+    plain sum (measured: 7e-8 relative to float64 on 11.7M elements, in 5 ms against 23)."""
+    whole = flat.numel() // SQUARED_NORM_CHUNK * SQUARED_NORM_CHUNK
+    rows, tail = flat[:whole].view(-1, 1, SQUARED_NORM_CHUNK), flat[whole:]
+    return torch.bmm(rows, rows.transpose(1, 2)).sum() + torch.dot(tail, tail)
+
+
+class SquaredDistance(torch.autograd.Function):
+    """``sum_i ||p_i - r_i||^2`` over lists of tensors, in one pass over them each way.
+
+    Why not ``(p - ref).pow(2).sum()`` per tensor, as autograd would record it: on MiniLM (22.7M
+    encoder weights) that costs 114 ms a step against 13 ms for adding the gradient alone
+    (measured, 2 CPU threads): four full-size temporaries a tensor forward and backward, where
+    this keeps one (the differences, made once and scaled in place into the gradient). The
+    gradient is the same, bit for bit: ``2 * d * g``, the ``pow`` backward's product (a factor
+    of 2 is exact). The value is the same sum in another order (:func:`squared_norm`).
+    """
+
+    @staticmethod
+    def forward(ctx, refs: Sequence[torch.Tensor], *params: torch.Tensor) -> torch.Tensor:
+        diffs = torch._foreach_sub(params, [r.to(p.device) for p, r in zip(params, refs)])
+        ctx.diffs = diffs
+        with torch.autocast(diffs[0].device.type, enabled=False):  # bmm would run in bf16 under autocast
+            return torch.stack([squared_norm(d.reshape(-1)) for d in diffs]).sum()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        diffs: List[torch.Tensor] = ctx.diffs
+        del ctx.diffs  # the gradients are these tensors, scaled in place
+        torch._foreach_mul_(diffs, 2 * grad)
+        return (None, *diffs)
 
 
 class L2SPTrainer(StageTrainer):
@@ -36,20 +76,20 @@ class L2SPTrainer(StageTrainer):
             n: p.detach().clone() for n, p in model.named_parameters() if n.startswith(prefix) and p.requires_grad}
 
     def penalty(self, model) -> torch.Tensor:
-        sp, head = None, None
+        pulled, refs, head = [], [], None
         for name, p in self.accelerator.unwrap_model(model).named_parameters():
             if not p.requires_grad:
                 continue
             ref = self.source_weights.get(name)
             if ref is not None:
-                term = (p - ref.to(p.device)).pow(2).sum()
-                sp = term if sp is None else sp + term
+                pulled.append(p)
+                refs.append(ref)
             elif name in self.head_parameters:
                 term = p.pow(2).sum()
                 head = term if head is None else head + term
         total = 0.0
-        if sp is not None:
-            total = total + 0.5 * self.alpha * sp
+        if pulled:
+            total = total + 0.5 * self.alpha * SquaredDistance.apply(refs, *pulled)
         if head is not None:
             total = total + 0.5 * self.beta * head
         return total
