@@ -25,10 +25,15 @@ Timed: the wall-clock of the whole command (start-up, loading, training, evaluat
 Every side must report the same test metrics for every strategy (the cache changes the time, not
 the results); the JSON says whether they did (``metrics_identical``).
 
+With ``--repeats N`` every side runs N times, all sides once per repeat in the order above (so a
+slow spell of the machine falls on every side of one repeat, not on one side of all): the speed-ups
+are taken on each side's median wall time, and ``per_repeat`` holds them within each repeat.
+
 Usage (quiet machine, nothing else running)::
 
     python benchmarks/stage_cache.py --out benchmarks/results/stage_cache.json
     python benchmarks/stage_cache.py --out /tmp/sc.json --smoke        # a check: tiny budget, seconds
+    python benchmarks/stage_cache.py --out sc.json --reference 62a45d5 --repeats 3   # medians of 3
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -62,6 +68,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--bf16", action="store_true", help="also the side cold_cache_bf16 (see above)")
     p.add_argument("--reference", metavar="REV", help="also the side reference: compare as at git revision REV "
                    "(e.g. 62a45d5, the last main before the stage cache)")
+    p.add_argument("--repeats", type=int, default=1, help="runs of every side (see above); medians are compared")
     p.add_argument("overrides", nargs="*", help="config overrides for every side, e.g. seed=1")
     return p
 
@@ -107,15 +114,36 @@ def source_trained(run_dir: Path) -> bool:
     return source is not None and not source.get("from_cache")
 
 
+def side_key(side: str, repeat: int) -> str:
+    """The key of a side's run in ``runs``: the side's name in the first repeat (as a run without
+    ``--repeats`` writes it), ``side@N`` in repeat N."""
+    return side if repeat == 1 else f"{side}@{repeat}"
+
+
 def summary(runs: dict) -> dict:
+    """The speed-ups of one set of sides (one repeat's runs, or every side's median run)."""
     base = runs["no_cache"]
     return {"speedup_cold": round(base["wall_s"] / runs["cold_cache"]["wall_s"], 2),
             "speedup_warm": round(base["wall_s"] / runs["warm_cache"]["wall_s"], 2),
-            "metrics_identical": all(runs[s]["metrics"] == base["metrics"] for s in SIDES),
             **({"speedup_cold_bf16": round(base["wall_s"] / runs[BF16_SIDE]["wall_s"], 2)} if BF16_SIDE in runs else {}),
             **({"speedup_cold_vs_reference": round(runs[REFERENCE_SIDE]["wall_s"] / runs["cold_cache"]["wall_s"], 2),
                 "speedup_warm_vs_reference": round(runs[REFERENCE_SIDE]["wall_s"] / runs["warm_cache"]["wall_s"], 2)}
                if REFERENCE_SIDE in runs else {})}
+
+
+def medians(runs: dict, order: list, repeats: int) -> dict:
+    """Each side's first run with its median wall time (``wall_s``) and every run's (``wall_s_runs``)."""
+    out = {}
+    for side in order:
+        walls = [runs[side_key(side, r)]["wall_s"] for r in range(1, repeats + 1)]
+        out[side] = {**runs[side], "wall_s": round(statistics.median(walls), 2), "wall_s_runs": walls}
+    return out
+
+
+def metrics_identical(runs: dict, repeats: int) -> bool:
+    """Every fp32 side of every repeat reports the first ``no_cache`` run's test metrics."""
+    base = runs["no_cache"]["metrics"]
+    return all(runs[side_key(s, r)]["metrics"] == base for s in SIDES for r in range(1, repeats + 1))
 
 
 def main(argv=None) -> int:
@@ -124,21 +152,33 @@ def main(argv=None) -> int:
     out = Path(args.out).resolve()
     partial, work = Path(f"{out}.partial"), Path(f"{out}.work")
     settings = {"config": args.config, "strategies": args.strategies, "overrides": args.overrides, "smoke": args.smoke,
-                "bf16": args.bf16, "reference": args.reference}
+                "bf16": args.bf16, "reference": args.reference, **({"repeats": args.repeats} if args.repeats > 1 else {})}
     runs = load_partial(args.resume, settings, partial)
-    if args.resume and "cold_cache" in runs and "warm_cache" not in runs and not (work / "cache").is_dir():
-        runs.pop("cold_cache")  # the warm side needs the cache the cold side filled
     # the reference runs next to no_cache: the two sides the cache is measured against, one after the other
     order = ["no_cache", *([REFERENCE_SIDE] if args.reference else []), "cold_cache", "warm_cache",
              *([BF16_SIDE] if args.bf16 else [])]
-    for side in order:
-        if side not in runs:
-            runs[side] = run_side(side, args, work)
-            save_partial(partial, runs, settings)
-            print(f"{side}: {runs[side]['wall_s']:.1f} s, source stages trained: {runs[side]['source_stages_trained']}",
-                  flush=True)
-    result = summary(runs)
-    write_final(out, {"settings": settings, "runs": runs, **result}, partial, work)
+    for repeat in range(1, args.repeats + 1):
+        cold, warm = side_key("cold_cache", repeat), side_key("warm_cache", repeat)
+        if args.resume and cold in runs and warm not in runs and not (work / "cache").is_dir():
+            runs.pop(cold)  # the warm side needs the cache the cold side filled
+        for side in order:
+            key = side_key(side, repeat)
+            if key not in runs:
+                runs[key] = run_side(side, args, work)
+                save_partial(partial, runs, settings)
+                print(f"{key}: {runs[key]['wall_s']:.1f} s, source stages trained: {runs[key]['source_stages_trained']}",
+                      flush=True)
+    sides = medians(runs, order, args.repeats)
+    result = {**summary(sides), "metrics_identical": metrics_identical(runs, args.repeats)}
+    extra = {}
+    if args.repeats > 1:
+        extra = {"median_runs": sides,
+                 "per_repeat": [summary({s: runs[side_key(s, r)] for s in order}) for r in range(1, args.repeats + 1)]}
+    write_final(out, {"settings": settings, "runs": runs, **result, **extra}, partial, work)
+    if args.repeats > 1:
+        print("medians of " + ", ".join(f"{s} {sides[s]['wall_s']:.1f} s {sides[s]['wall_s_runs']}" for s in order))
+        for r, ratios in enumerate(extra["per_repeat"], 1):
+            print(f"repeat {r}: " + ", ".join(f"{k.replace('speedup_', '')} {v}x" for k, v in ratios.items()))
     print(f"cold cache {result['speedup_cold']}x, warm cache {result['speedup_warm']}x faster than --no-cache; "
           f"metrics identical on every side: {result['metrics_identical']}")
     if BF16_SIDE in runs:

@@ -7,9 +7,11 @@ a command imports only what it needs, and ``--help`` or a bad config answers bef
 from __future__ import annotations
 
 import argparse
+import gc
 import shlex
 import sys
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from ..config import AutoConfig, RunConfig
 from ..errors import TextransferError
@@ -41,6 +43,26 @@ def run_config(args: argparse.Namespace) -> Tuple[str, List[str], RunConfig, str
     return config, overrides, cfg, output_dir
 
 
+@contextmanager
+def imports_frozen() -> Iterator[None]:
+    """A block whose garbage collections skip every object alive at its start (after a
+    command's imports): ``gc.freeze``, and ``gc.unfreeze`` at the end.
+
+    Why: a full collection walks every tracked object, and once torch and transformers are
+    imported that takes 0.2 s; a ``compare`` makes a dozen or more (Accelerate's ``free_memory``
+    collects at each stage's start and end). Measured on the demo ``compare`` at a smoke budget:
+    full collections 3.2-3.6 s without, 1.1 s with, and the command 22.5-26.5 s against 19.1-20.7.
+    What the imports made (modules, functions, classes) lives as long as the process anyway. The
+    unfreeze gives a caller that runs the command in its own process (a test, a notebook calling
+    ``main``) its collector back as it was: whatever was frozen is collectable again after.
+    """
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def is_main_process() -> bool:
     from accelerate import PartialState
 
@@ -55,8 +77,9 @@ def run_command(args: argparse.Namespace) -> int:
     from ..run.transfer import run_transfer
 
     try:
-        results = run_transfer(cfg, output_dir=output_dir, overwrite=args.overwrite or cfg.overwrite_output_dir,
-                               resume=args.resume or cfg.resume)
+        with imports_frozen():
+            results = run_transfer(cfg, output_dir=output_dir, overwrite=args.overwrite or cfg.overwrite_output_dir,
+                                   resume=args.resume or cfg.resume)
     except KeyboardInterrupt:
         if is_main_process():
             print(resume_hint(config, output_dir, overrides), file=sys.stderr)
@@ -76,8 +99,9 @@ def compare_command(args: argparse.Namespace) -> int:
     if args.dry_run:
         strategies = strategy_configs(cfg, args.strategies.split(","))
         return dry_run(cfg, output_dir, overwrite=args.overwrite, strategies=list(strategies.values()))
-    comparison = compare_strategies(cfg, args.strategies.split(","), output_dir,
-                                    overwrite=args.overwrite or cfg.overwrite_output_dir, select=args.select)
+    with imports_frozen():
+        comparison = compare_strategies(cfg, args.strategies.split(","), output_dir,
+                                        overwrite=args.overwrite or cfg.overwrite_output_dir, select=args.select)
     if is_main_process():
         selected = AutoSelection.from_dict(comparison.get("selected"))
         print()
