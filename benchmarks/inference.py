@@ -8,6 +8,7 @@ python benchmarks/inference.py --data-dir ../shared/data --out i.json --limit 20
 python benchmarks/inference.py --data-dir ../shared/data --out smoke.json --limit 64       # smoke run
 python benchmarks/inference.py --data-dir ../shared/data --out i.json --model runs/imdb    # a trained run/model
 python benchmarks/inference.py ... --resume     # a stopped run goes on from OUT.partial (and OUT.work's model)
+python benchmarks/inference.py --table benchmarks/results/inference_first_query_repeats.json   # a run's table
 ```
 
 Every side uses the same trained MiniLM classifier, the same reviews and truncation to 256 tokens.
@@ -191,10 +192,40 @@ def median_of_repeats(repeats: list) -> dict:
     return result
 
 
+SIDE_ORDER = ("pipeline", "pipeline_batch_1", "textransfer", "onnxruntime", "onnxruntime_int8")
+
+
+def table(result: dict) -> str:
+    """The figures of a finished run as a fixed-width table: one row per thread count and side,
+    rows/s (with every repeat's run), the ratio to the reference pipeline, and the label and
+    score agreement with it."""
+    head = ("threads", "side", "rows/s", "runs", "vs pipeline", "labels identical", "max score diff", "peak RSS MB")
+    lines = []
+    for n, figures in result["threads"].items():
+        reference = figures["pipeline"]["rows_per_s"]
+        for side in (s for s in SIDE_ORDER if s in figures):
+            f = figures[side]
+            runs = ", ".join(f"{r:.2f}" for r in f.get("rows_per_s_runs", [f["rows_per_s"]]))
+            lines.append((n, side, f"{f['rows_per_s']:.2f}", runs, f"{f['rows_per_s'] / reference:.3f}x",
+                          f"{'yes' if f['labels_identical'] else 'no'} ({f['labels_differing']} differ)",
+                          f"{f['max_abs_score_diff']:.2e}", f"{f['peak_rss_mb']:.0f}"))
+        if "onnx_speedup_per_repeat" in figures:
+            lines.append((n, "ORT / pipeline within each repeat", "", ", ".join(
+                f"{r:.3f}x" for r in figures["onnx_speedup_per_repeat"]), "", "", "", ""))
+    widths = [max(len(str(row[i])) for row in [head, *lines]) for i in range(len(head))]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    body = [fmt.format(*head), fmt.format(*("-" * w for w in widths)), *(fmt.format(*row) for row in lines)]
+    return "\n".join(line.rstrip() for line in body) + (
+        f"\n\n{result['rows']} IMDB test reviews, truncated to {result['max_length']} tokens; reference: the pipeline "
+        f"at batch_size={result['pipeline_batch_size']}"
+        + (f"; medians of {repeats} runs a side" if (repeats := result["settings"].get("repeats", 1)) > 1 else ""))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data-dir", required=True, help="the shared corpora (../shared/data)")
-    parser.add_argument("--out", required=True, help="JSON file for the figures")
+    parser.add_argument("--table", metavar="JSON", help="print the table of a finished run's JSON, and stop")
+    parser.add_argument("--data-dir", help="the shared corpora (../shared/data)")
+    parser.add_argument("--out", help="JSON file for the figures")
     parser.add_argument("--limit", type=int, help="first N test reviews only (smoke runs)")
     parser.add_argument("--model", help="a trained run directory or model folder (default: fine-tune one)")
     parser.add_argument("--train-rows", type=int, default=400, help="train reviews for the default model")
@@ -211,6 +242,11 @@ def main(argv=None) -> int:
                         help="runs of every side at each thread count, one after another; medians reported")
     parser.add_argument("--resume", action="store_true", help="go on from OUT.partial, left by a stopped run")
     args = parser.parse_args(argv)
+    if args.table:
+        print(table(json.loads(Path(args.table).read_text())))
+        return 0
+    if not args.data_dir or not args.out:
+        parser.error("--data-dir and --out are required (unless --table)")
     data_dir = Path(args.data_dir)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ["PYTHONPATH"] = str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")
@@ -251,6 +287,7 @@ def main(argv=None) -> int:
     }
     write_final(out, result, partial, work)
     print(json.dumps(result, indent=2))
+    print(table(result))
     return 0
 
 
