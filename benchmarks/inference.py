@@ -215,10 +215,12 @@ def table(result: dict) -> str:
     widths = [max(len(str(row[i])) for row in [head, *lines]) for i in range(len(head))]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     body = [fmt.format(*head), fmt.format(*("-" * w for w in widths)), *(fmt.format(*row) for row in lines)]
-    return "\n".join(line.rstrip() for line in body) + (
-        f"\n\n{result['rows']} IMDB test reviews, truncated to {result['max_length']} tokens; reference: the pipeline "
-        f"at batch_size={result['pipeline_batch_size']}"
-        + (f"; medians of {repeats} runs a side" if (repeats := result["settings"].get("repeats", 1)) > 1 else ""))
+    footer = (f"{result['rows']} IMDB test reviews, truncated to {result['max_length']} tokens; reference: the pipeline "
+              f"at batch_size={result['pipeline_batch_size']}")
+    repeats = result.get("settings", {}).get("repeats", 1)  # files from before --repeats have neither
+    if repeats > 1:
+        footer += f"; medians of {repeats} runs a side"
+    return "\n".join(line.rstrip() for line in body) + "\n\n" + footer
 
 
 def main(argv=None) -> int:
