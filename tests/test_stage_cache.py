@@ -14,6 +14,7 @@ from textransfer import RunConfig, run_transfer
 from textransfer.cli import main
 from textransfer.run.transfer import Timings, prepare_run
 from textransfer.strategies import base as strategies_base
+from textransfer.training import stage_cache
 from textransfer.training.stage_cache import StageCache, default_cache_dir, stage_key
 
 TINY = ["source_training.num_epochs=1", "target_training.num_epochs=1", "source.max_train_samples=64",
@@ -122,6 +123,32 @@ def test_the_key_follows_what_determines_the_stage(tiny_bert_dir, tmp_path):
     moved = tmp_path / "moved"
     moved.mkdir()
     assert key(source_file=_csv(moved / "copy.csv", rows)) == base
+
+
+def _with_threads(count, action):
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        return action()
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_the_key_follows_what_orders_the_float_sums(tiny_bert_dir, tmp_path, monkeypatch):
+    """Another intra-op thread count or CPU sums in another order (1.4e-6 apart on MiniLM's demo
+    stage): a stage trained under one is not reused under the other."""
+    cfg = _config(tiny_bert_dir)
+    one, two = (_with_threads(n, lambda: _source_key(cfg)) for n in (1, 2))
+    assert one != two and _with_threads(1, lambda: _source_key(cfg)) == one
+    with monkeypatch.context() as patch:
+        patch.setattr(stage_cache, "cpu_model", lambda: "another CPU")
+        assert _with_threads(1, lambda: _source_key(cfg)) != one
+        patch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
+        assert stage_cache.arithmetic_material(torch.device("cuda", 0)) == {"gpu": "NVIDIA H100 80GB HBM3"}
+    trained = _spy_stages(monkeypatch)
+    for threads, folder in ((1, "a"), (2, "b"), (1, "c")):
+        _with_threads(threads, lambda: run_transfer(_config(tiny_bert_dir, "baseline=false"), output_dir=tmp_path / folder))
+    assert trained == ["source", "target", "source", "target", "target"]  # the third run reuses the first's
 
 
 def test_pretraining_before_the_source_stage_is_cached_with_it(tiny_bert_dir, tmp_path, monkeypatch):

@@ -6,8 +6,9 @@ A stage that starts from the pretrained encoder (the source stage of ``finetune`
 the adaptive pretraining before it where there is some) is a pure function of: the model (its
 id, revision and the resolved files), the task's tokenized splits (their content, so the data
 files' bytes, filters, sampling and the tokenizer are all in it), the stage's training config,
-the seed, the metrics, the precision, the number of processes, the device, and the versions of
-textransfer, torch and transformers. The key is the SHA-256 of those, written as canonical JSON.
+the seed, the metrics, the precision, the number of processes, the device and what on it sets
+the order of float sums (a CPU's model and its intra-op thread count, a GPU's name), and the
+versions of textransfer, torch and transformers. The key is the SHA-256 of those, written as canonical JSON.
 
 So ``textransfer compare`` with ``finetune,l2sp,features`` trains their common source stage once,
 and a second run of the same config trains neither its source stage nor its baseline. A cached
@@ -31,6 +32,7 @@ import functools
 import hashlib
 import json
 import os
+import platform
 import shutil
 import time
 from dataclasses import dataclass
@@ -49,7 +51,7 @@ from ..modeling.loading import load_model_config, quiet_transformers, resolve_mo
 CACHE_ENV = "TEXTRANSFER_CACHE"
 ENTRY_FILE = "stage.json"
 ENTRY_MODEL = "model"
-KEY_FORMAT = 1  # bumped when what a key covers changes, so old entries are never mistaken for new ones
+KEY_FORMAT = 2  # bumped when what a key covers changes, so old entries are never mistaken for new ones
 
 
 def default_cache_dir() -> Path:
@@ -194,11 +196,40 @@ def splits_material(splits: Mapping[str, Any]) -> Optional[Dict[str, str]]:
     return None if any(h is None for h in hashes.values()) else hashes
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else what ``platform`` says)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def arithmetic_material(device: torch.device) -> Dict[str, Any]:
+    """What on ``device`` sets the order of a stage's float sums, beyond the code and the data.
+
+    Why: a matrix product or a reduction split over more threads, or run by kernels chosen for
+    another CPU or GPU, sums in another order. Measured on the demo's target stage: one intra-op
+    thread against two left weights up to 1.4e-6 apart. A stage reused from the cache must be the
+    one this run would train (``tests/test_stage_cache.py``), so a cache shared by machines or
+    thread counts keeps their stages apart."""
+    if device.type == "cpu":
+        return {"cpu": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                "intra_op_threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        return {"gpu": torch.cuda.get_device_name(device)}
+    return {}
+
+
 def environment_material(cfg, accelerator) -> Dict[str, Any]:
-    """What a run adds to every stage's key: seed, metrics, precision, processes, device, versions."""
+    """What a run adds to every stage's key: seed, metrics, precision, processes, device (and what
+    on it orders float sums), versions."""
     return {"seed": cfg.seed, "metrics": list(cfg.metrics), "mixed_precision": cfg.mixed_precision,
             "logging_steps": cfg.logging_steps, "num_processes": accelerator.num_processes,
-            "device": accelerator.device.type, "versions": package_versions()}
+            "device": accelerator.device.type, "arithmetic": arithmetic_material(accelerator.device),
+            "versions": package_versions()}
 
 
 def pretrained_stage_material(cfg, accelerator, task, task_key: str, splits: Mapping[str, Any], args,
