@@ -50,6 +50,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from textransfer.inference.defaults import DEFAULT_MAX_BATCH_TOKENS  # noqa: E402 (torch-free)
 from partial_results import load_partial, save_partial, write_final  # noqa: E402
+from tables import fixed_width  # noqa: E402
 
 THREADS = r"""
 import sys, torch
@@ -212,15 +213,13 @@ def table(result: dict) -> str:
         if "onnx_speedup_per_repeat" in figures:
             lines.append((n, "ORT / pipeline within each repeat", "", ", ".join(
                 f"{r:.3f}x" for r in figures["onnx_speedup_per_repeat"]), "", "", "", ""))
-    widths = [max(len(str(row[i])) for row in [head, *lines]) for i in range(len(head))]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    body = [fmt.format(*head), fmt.format(*("-" * w for w in widths)), *(fmt.format(*row) for row in lines)]
+    body = fixed_width([head, *lines])
     footer = (f"{result['rows']} IMDB test reviews, truncated to {result['max_length']} tokens; reference: the pipeline "
               f"at batch_size={result['pipeline_batch_size']}")
     repeats = result.get("settings", {}).get("repeats", 1)  # files from before --repeats have neither
     if repeats > 1:
         footer += f"; medians of {repeats} runs a side"
-    return "\n".join(line.rstrip() for line in body) + "\n\n" + footer
+    return "\n".join(body) + "\n\n" + footer
 
 
 def main(argv=None) -> int:

@@ -98,6 +98,7 @@ from torch._inductor.utils import fresh_cache as fresh_inductor_cache  # noqa: E
 from transformers import DataCollatorWithPadding, Trainer, TrainingArguments  # noqa: E402
 
 from partial_results import load_partial, save_partial, write_atomically  # noqa: E402
+from tables import fixed_width  # noqa: E402
 from textransfer.config import ModelConfig, TaskConfig, TrainingConfig  # noqa: E402
 from textransfer.data.loading import load_task  # noqa: E402
 from textransfer.modeling.freezing import freeze  # noqa: E402
@@ -622,12 +623,8 @@ def print_table(report: Dict[str, Any], configs: List[str]) -> None:
         steady = f"{r['steady_samples_per_s'] / best:.2f}x" if best and r.get("steady_samples_per_s") else "-"
         rows.append((name, f"{r['train_samples_per_s']:.1f}", _num(r.get("steady_samples_per_s")), _num(r.get("compile_s")),
                      f"{r['train_runtime_s']:.1f}", f"{r['train_call_cpu_s']:.1f}", f"{r['eval_accuracy']:.4f}", ratio, steady))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     print()
-    for i, row in enumerate(rows):
-        print("  ".join(cell.ljust(widths[j]) if j == 0 else cell.rjust(widths[j]) for j, cell in enumerate(row)))
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
+    print("\n".join(fixed_width(rows, right_aligned=range(1, len(rows[0])))))
     work = report["work"]
     print(f"\n{work['train_examples']} SST-2 train examples, batch {work['batch_size']}, {work['epochs']} epoch, "
           f"max_length {work['max_length']}, {report['environment']['torch_num_threads']} torch threads")
