@@ -196,8 +196,10 @@ def splits_material(splits: Mapping[str, Any]) -> Optional[Dict[str, str]]:
     return None if any(h is None for h in hashes.values()) else hashes
 
 
+@functools.lru_cache(maxsize=None)
 def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo`` on Linux, else what ``platform`` says)."""
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else what ``platform`` says); read once a
+    process, not once a stage key (the file holds a block per core)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
