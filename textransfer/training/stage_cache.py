@@ -8,7 +8,8 @@ id, revision and the resolved files), the task's tokenized splits (their content
 files' bytes, filters, sampling and the tokenizer are all in it), the stage's training config,
 the seed, the metrics, the precision, the number of processes, the device and what on it sets
 the order of float sums (a CPU's model and its intra-op thread count, a GPU's name), and the
-versions of textransfer, torch and transformers. The key is the SHA-256 of those, written as canonical JSON.
+versions of textransfer, torch and transformers. The key is the SHA-256 of those, written as
+canonical JSON.
 
 So ``textransfer compare`` with ``finetune,l2sp,features`` trains their common source stage once,
 and a second run of the same config trains neither its source stage nor its baseline. A cached
