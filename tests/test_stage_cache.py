@@ -205,3 +205,24 @@ def test_no_cache_flag_is_an_override(flag):
     args = parse(["run", str(REPO / "recipes" / "news_to_sentiment.yaml"), "--output-dir", "x", flag])
     _, overrides, cfg, _ = run_config(args)
     assert "stage_cache=false" in overrides and cfg.stage_cache is False
+
+
+def test_the_key_follows_the_package_code(tiny_bert_dir, tmp_path, monkeypatch):
+    """An editable install keeps its version number while its code changes: a stage trained by
+    other code is not reused."""
+    tree = tmp_path / "package"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "a.py").write_text("x = 1\n")
+    (tree / "sub" / "b.py").write_text("y = 2\n")
+    before = stage_cache.code_digest(tree)
+    assert stage_cache.code_digest(tree) == before
+    (tree / "sub" / "b.py").write_text("y = 3\n")
+    edited = stage_cache.code_digest(tree)
+    (tree / "sub" / "b.py").rename(tree / "b.py")  # the same bytes in another file
+    assert len({before, edited, stage_cache.code_digest(tree)}) == 3
+    assert stage_cache.package_code_digest() == stage_cache.code_digest(stage_cache.PACKAGE_ROOT)
+
+    cfg = _config(tiny_bert_dir)
+    base = _source_key(cfg)
+    monkeypatch.setattr(stage_cache, "package_code_digest", lambda: "other code")
+    assert _source_key(cfg) != base

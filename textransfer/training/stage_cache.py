@@ -7,9 +7,9 @@ the adaptive pretraining before it where there is some) is a pure function of: t
 id, revision and the resolved files), the task's tokenized splits (their content, so the data
 files' bytes, filters, sampling and the tokenizer are all in it), the stage's training config,
 the seed, the metrics, the precision, the number of processes, the device and what on it sets
-the order of float sums (a CPU's model and its intra-op thread count, a GPU's name), and the
-versions of textransfer, torch and transformers. The key is the SHA-256 of those, written as
-canonical JSON.
+the order of float sums (a CPU's model and its intra-op thread count, a GPU's name), the
+versions of textransfer, torch and transformers, and a digest of textransfer's own code. The key
+is the SHA-256 of those, written as canonical JSON.
 
 So ``textransfer compare`` with ``finetune,l2sp,features`` trains their common source stage once,
 and a second run of the same config trains neither its source stage nor its baseline. A cached
@@ -52,7 +52,8 @@ from ..modeling.loading import load_model_config, quiet_transformers, resolve_mo
 CACHE_ENV = "TEXTRANSFER_CACHE"
 ENTRY_FILE = "stage.json"
 ENTRY_MODEL = "model"
-KEY_FORMAT = 2  # bumped when what a key covers changes, so old entries are never mistaken for new ones
+KEY_FORMAT = 3  # bumped when what a key covers changes, so old entries are never mistaken for new ones
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # the textransfer package folder
 
 
 def default_cache_dir() -> Path:
@@ -63,12 +64,35 @@ def default_cache_dir() -> Path:
 
 
 def package_versions() -> Dict[str, str]:
-    """The versions whose numerics a stage depends on."""
+    """The versions whose numerics a stage depends on, and the digest of textransfer's own code."""
     try:
         ours = metadata.version("textransfer")
     except metadata.PackageNotFoundError:  # run from a source tree that was never installed
         ours = "unknown"
-    return {"textransfer": ours, "torch": torch.__version__, "transformers": transformers.__version__}
+    return {"textransfer": ours, "textransfer_code": package_code_digest(),
+            "torch": torch.__version__, "transformers": transformers.__version__}
+
+
+@functools.lru_cache(maxsize=1)
+def package_code_digest() -> str:
+    """``code_digest`` of the textransfer package this process imported, once a process."""
+    return code_digest(PACKAGE_ROOT)
+
+
+def code_digest(root: Path) -> str:
+    """SHA-256 of the Python files under ``root``: each one's relative path, length and bytes, in
+    sorted order.
+
+    Why beside the version number: an editable install or a source checkout keeps its version
+    while its code changes (a new kernel, another order of float sums), and a stage trained by
+    other code is not the stage this run would train. Reading the package's files takes a few
+    milliseconds; a released install's files never change within a version, so it costs no reuse."""
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        data = path.read_bytes()
+        digest.update(f"{path.relative_to(root).as_posix()}\0{len(data)}\0".encode())
+        digest.update(data)
+    return digest.hexdigest()
 
 
 def stage_key(material: Dict[str, Any]) -> str:
