@@ -108,11 +108,40 @@ def test_onnx_matches_torch_and_the_export_is_reused(model_type, minilm_path, tm
     assert len(exports) == 1 and exported.stat().st_mtime_ns == made  # reused, not exported again
     assert again.predict(texts[:8])[0] == torch_p.predict(texts[:8])[0]
 
-    # newer weights (a re-saved model) make the export stale: it is made again
+    # new file times on the same bytes (a copied or downloaded folder): still the same export
     weights = folder / "model.safetensors"
     os.utime(weights, ns=(made + 10**9, made + 10**9))
     Predictor.from_pretrained(str(folder), backend="onnxruntime", max_length=48)
-    assert len(exports) == 2 and exported.stat().st_mtime_ns > made
+    assert len(exports) == 1 and exported.stat().st_mtime_ns == made
+
+
+def _onnx_logits(folder, texts):
+    predictor = Predictor.from_pretrained(str(folder), backend="onnxruntime", max_length=48)
+    return predictor.predict(texts)[1], Predictor.from_pretrained(str(folder), max_length=48).predict(texts)[1]
+
+
+def test_the_export_follows_the_weights_content_not_their_times(minilm_path, tmp_path, texts, exports):
+    folder = tiny_folder("bert", minilm_path, tmp_path / "bert")
+    texts = texts[:16]
+    first, _ = _onnx_logits(folder, texts)
+    weights = folder / "model.safetensors"
+    original = shutil.copy2(weights, tmp_path / "original.safetensors")
+    # other weights, saved over the model: exported again, and the export gives their scores
+    model = AutoModelForSequenceClassification.from_pretrained(folder)
+    with torch.no_grad():
+        model.classifier.bias += torch.tensor([2.0, -2.0, 0.0])
+    model.save_pretrained(folder)
+    onnx_scores, torch_scores = _onnx_logits(folder, texts)
+    assert len(exports) == 2 and np.abs(onnx_scores - torch_scores).max() < SCORE_TOLERANCE
+    assert np.abs(onnx_scores - first).max() > 0.1
+    # the first weights copied back with their older file time (which a newer-than rule misses)
+    shutil.copy2(original, weights)
+    onnx_scores, _ = _onnx_logits(folder, texts)
+    assert len(exports) == 3 and np.abs(onnx_scores - first).max() < SCORE_TOLERANCE
+    # an export without its record (an earlier textransfer's, or a write killed before it) is made again
+    backends.sources_record_path(folder / "onnx" / "model.onnx").unlink()
+    _onnx_logits(folder, texts)
+    assert len(exports) == 4
 
 
 def test_threads_follow_torch_or_the_option(run_copy):

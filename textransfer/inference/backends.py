@@ -11,8 +11,10 @@ Everything else (tokenization, truncation, length-sorted batching, padding, chun
 softmax) stays in `Predictor`, so the two backends read exactly the same tokens.
 
 With ``onnxruntime`` the model is exported once, into the model folder itself
-(``<model>/onnx/model.onnx``, so ``push`` uploads it with the model), and reused by later calls;
-it is exported again only when the weights or ``config.json`` are newer than it. The graph has
+(``<model>/onnx/model.onnx``, so ``push`` uploads it with the model), and reused by later calls.
+Beside it, ``model.onnx.sources.json`` records the size, modification time and SHA-256 of the
+weights and ``config.json`` it was made from; it is exported again when they no longer match
+(see ``made_from``). The graph has
 the input and output names (``input_ids``, ``attention_mask``, ``token_type_ids`` -> ``logits``)
 and dynamic axes (``batch_size``, ``sequence_length``) of optimum's exporter, so tools that
 expect an optimum export find the same signature. ``quantize="int8"`` adds
@@ -44,6 +46,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import json
 import logging
 import os
 import sys
@@ -52,19 +55,21 @@ import warnings
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Iterator, Optional, Sequence
+from typing import Callable, Dict, Iterable, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
 
+from ..data.fingerprint import files_fingerprint
 from ..errors import ConfigError
-from ..files import follow_umask
+from ..files import follow_umask, write_json
 from ..modeling.first_token import first_token_last_layer
 from .defaults import BACKENDS, DEFAULT_BACKEND, QUANTIZE_MODES
 
 ONNX_FOLDER = "onnx"
 ONNX_FILE = "model.onnx"
 QUANTIZED_FILE = "model_quantized.onnx"
+SOURCES_SUFFIX = ".sources.json"  # beside an export: what it was made from (``record_sources``)
 INSTALL_ONNX = 'pip install "textransfer[onnx]"'
 # what the model reads: the tokenizer's outputs that Predictor pads
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -230,26 +235,60 @@ def onnx_file(model: torch.nn.Module, tokenizer, folder: Path, quantize: Optiona
     """``folder/onnx/model.onnx`` (or ``model_quantized.onnx``), exported or quantised first when
     missing or stale."""
     exported = folder / ONNX_FOLDER / ONNX_FILE
-    if is_stale(exported, weight_files(folder)):
+    sources = weight_files(folder)
+    if not made_from(exported, sources):
         export_onnx(model, tokenizer, exported)
+        record_sources(exported, sources)
     if quantize is None:
         return exported
     quantized = folder / ONNX_FOLDER / QUANTIZED_FILE
-    if is_stale(quantized, [exported]):
+    if not made_from(quantized, [exported]):
         quantize_int8(exported, quantized)
+        record_sources(quantized, [exported])
     return quantized
 
 
 def weight_files(folder: Path) -> list:
-    return [p for pattern in _WEIGHT_PATTERNS for p in folder.glob(pattern)]
+    return sorted(p for pattern in _WEIGHT_PATTERNS for p in folder.glob(pattern))
 
 
-def is_stale(target: Path, sources: Sequence[Path]) -> bool:
-    """True when ``target`` is missing or older than any of ``sources`` (by modification time)."""
-    if not target.is_file():
-        return True
-    made = target.stat().st_mtime_ns
-    return any(p.stat().st_mtime_ns > made for p in sources)
+def sources_record_path(target: Path) -> Path:
+    return target.with_name(target.name + SOURCES_SUFFIX)
+
+
+def record_sources(target: Path, sources: Sequence[Path]) -> None:
+    """Write what ``target`` was made from (each source's size, modification time and SHA-256)
+    beside it, through a temp file renamed into place."""
+    record = {p.name: {"size": p.stat().st_size, "mtime_ns": p.stat().st_mtime_ns, "sha256": files_fingerprint([p])}
+              for p in sources}
+    write_json(sources_record_path(target), {"sources": record})
+
+
+def made_from(target: Path, sources: Sequence[Path]) -> bool:
+    """True when ``target`` exists and its record names exactly ``sources`` with their content.
+
+    Why content and not modification times alone: a folder downloaded from the Hub or copied
+    gets new times in any order (a current export would look stale), and older weights copied
+    back with their times kept would look older than a stale export. A source whose size and time
+    match the record is taken as unchanged; any other is hashed and compared. A target without a
+    record (made by an earlier textransfer, or a write killed before the record) is made again."""
+    record_path = sources_record_path(target)
+    if not (target.is_file() and record_path.is_file()):
+        return False
+    try:
+        recorded = json.loads(record_path.read_text())["sources"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if sorted(recorded) != sorted(p.name for p in sources):
+        return False
+    return all(_unchanged(p, recorded[p.name]) for p in sources)
+
+
+def _unchanged(path: Path, recorded: Mapping) -> bool:
+    stat = path.stat()
+    if stat.st_size != recorded.get("size"):
+        return False
+    return stat.st_mtime_ns == recorded.get("mtime_ns") or files_fingerprint([path]) == recorded.get("sha256")
 
 
 def export_inputs(tokenizer) -> Dict[str, torch.Tensor]:
