@@ -139,9 +139,15 @@ def test_the_export_follows_the_weights_content_not_their_times(minilm_path, tmp
     onnx_scores, _ = _onnx_logits(folder, texts)
     assert len(exports) == 3 and np.abs(onnx_scores - first).max() < SCORE_TOLERANCE
     # an export without its record (an earlier textransfer's, or a write killed before it) is made again
-    backends.sources_record_path(folder / "onnx" / "model.onnx").unlink()
+    record = backends.sources_record_path(folder / "onnx" / "model.onnx")
+    record.unlink()
     _onnx_logits(folder, texts)
     assert len(exports) == 4
+    # a record that is not one textransfer wrote: made again, not trusted and not a crash
+    for written in ('{"sources": {"config.json": 1, "model.safetensors": 2}}', '{"sources": ["config.json"]}', "{"):
+        record.write_text(written)
+        _onnx_logits(folder, texts)
+    assert len(exports) == 7
 
 
 def test_threads_follow_torch_or_the_option(run_copy):

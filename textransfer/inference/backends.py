@@ -69,7 +69,7 @@ from .defaults import BACKENDS, DEFAULT_BACKEND, QUANTIZE_MODES
 ONNX_FOLDER = "onnx"
 ONNX_FILE = "model.onnx"
 QUANTIZED_FILE = "model_quantized.onnx"
-SOURCES_SUFFIX = ".sources.json"  # beside an export: what it was made from (``record_sources``)
+SOURCES_SUFFIX = ".sources.json"  # beside an export: what it was made from (``sources_record``)
 INSTALL_ONNX = 'pip install "textransfer[onnx]"'
 # what the model reads: the tokenizer's outputs that Predictor pads
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -237,14 +237,16 @@ def onnx_file(model: torch.nn.Module, tokenizer, folder: Path, quantize: Optiona
     exported = folder / ONNX_FOLDER / ONNX_FILE
     sources = weight_files(folder)
     if not made_from(exported, sources):
+        record = sources_record(sources)  # taken before the export: the files the model was loaded from
         export_onnx(model, tokenizer, exported)
-        record_sources(exported, sources)
+        write_json(sources_record_path(exported), record)
     if quantize is None:
         return exported
     quantized = folder / ONNX_FOLDER / QUANTIZED_FILE
     if not made_from(quantized, [exported]):
+        record = sources_record([exported])
         quantize_int8(exported, quantized)
-        record_sources(quantized, [exported])
+        write_json(sources_record_path(quantized), record)
     return quantized
 
 
@@ -256,12 +258,10 @@ def sources_record_path(target: Path) -> Path:
     return target.with_name(target.name + SOURCES_SUFFIX)
 
 
-def record_sources(target: Path, sources: Sequence[Path]) -> None:
-    """Write what ``target`` was made from (each source's size, modification time and SHA-256)
-    beside it, through a temp file renamed into place."""
-    record = {p.name: {"size": p.stat().st_size, "mtime_ns": p.stat().st_mtime_ns, "sha256": files_fingerprint([p])}
-              for p in sources}
-    write_json(sources_record_path(target), {"sources": record})
+def sources_record(sources: Sequence[Path]) -> Dict[str, Dict]:
+    """What a file is made from: each source's size, modification time and SHA-256, by name."""
+    return {"sources": {p.name: {"size": p.stat().st_size, "mtime_ns": p.stat().st_mtime_ns,
+                                 "sha256": files_fingerprint([p])} for p in sources}}
 
 
 def made_from(target: Path, sources: Sequence[Path]) -> bool:
@@ -279,6 +279,8 @@ def made_from(target: Path, sources: Sequence[Path]) -> bool:
         recorded = json.loads(record_path.read_text())["sources"]
     except (OSError, ValueError, KeyError, TypeError):
         return False
+    if not isinstance(recorded, dict) or not all(isinstance(entry, dict) for entry in recorded.values()):
+        return False  # not a record this package wrote: made again rather than trusted
     if sorted(recorded) != sorted(p.name for p in sources):
         return False
     return all(_unchanged(p, recorded[p.name]) for p in sources)
