@@ -115,7 +115,7 @@ def test_onnx_matches_torch_and_the_export_is_reused(model_type, minilm_path, tm
     assert len(exports) == 1 and exported.stat().st_mtime_ns == made
 
 
-def _onnx_logits(folder, texts):
+def _onnx_and_torch_scores(folder, texts):
     predictor = Predictor.from_pretrained(str(folder), backend="onnxruntime", max_length=48)
     return predictor.predict(texts)[1], Predictor.from_pretrained(str(folder), max_length=48).predict(texts)[1]
 
@@ -123,7 +123,7 @@ def _onnx_logits(folder, texts):
 def test_the_export_follows_the_weights_content_not_their_times(minilm_path, tmp_path, texts, exports):
     folder = tiny_folder("bert", minilm_path, tmp_path / "bert")
     texts = texts[:16]
-    first, _ = _onnx_logits(folder, texts)
+    first, _ = _onnx_and_torch_scores(folder, texts)
     weights = folder / "model.safetensors"
     original = shutil.copy2(weights, tmp_path / "original.safetensors")
     # other weights, saved over the model: exported again, and the export gives their scores
@@ -131,22 +131,22 @@ def test_the_export_follows_the_weights_content_not_their_times(minilm_path, tmp
     with torch.no_grad():
         model.classifier.bias += torch.tensor([2.0, -2.0, 0.0])
     model.save_pretrained(folder)
-    onnx_scores, torch_scores = _onnx_logits(folder, texts)
+    onnx_scores, torch_scores = _onnx_and_torch_scores(folder, texts)
     assert len(exports) == 2 and np.abs(onnx_scores - torch_scores).max() < SCORE_TOLERANCE
     assert np.abs(onnx_scores - first).max() > 0.1
     # the first weights copied back with their older file time (which a newer-than rule misses)
     shutil.copy2(original, weights)
-    onnx_scores, _ = _onnx_logits(folder, texts)
+    onnx_scores, _ = _onnx_and_torch_scores(folder, texts)
     assert len(exports) == 3 and np.abs(onnx_scores - first).max() < SCORE_TOLERANCE
     # an export without its record (an earlier textransfer's, or a write killed before it) is made again
     record = backends.sources_record_path(folder / "onnx" / "model.onnx")
     record.unlink()
-    _onnx_logits(folder, texts)
+    _onnx_and_torch_scores(folder, texts)
     assert len(exports) == 4
     # a record that is not one textransfer wrote: made again, not trusted and not a crash
     for written in ('{"sources": {"config.json": 1, "model.safetensors": 2}}', '{"sources": ["config.json"]}', "{"):
         record.write_text(written)
-        _onnx_logits(folder, texts)
+        _onnx_and_torch_scores(folder, texts)
     assert len(exports) == 7
 
 

@@ -235,19 +235,23 @@ def onnx_file(model: torch.nn.Module, tokenizer, folder: Path, quantize: Optiona
     """``folder/onnx/model.onnx`` (or ``model_quantized.onnx``), exported or quantised first when
     missing or stale."""
     exported = folder / ONNX_FOLDER / ONNX_FILE
-    sources = weight_files(folder)
-    if not made_from(exported, sources):
-        record = sources_record(sources)  # taken before the export: the files the model was loaded from
-        export_onnx(model, tokenizer, exported)
-        write_json(sources_record_path(exported), record)
+    make_unless_current(exported, weight_files(folder), lambda: export_onnx(model, tokenizer, exported))
     if quantize is None:
         return exported
     quantized = folder / ONNX_FOLDER / QUANTIZED_FILE
-    if not made_from(quantized, [exported]):
-        record = sources_record([exported])
-        quantize_int8(exported, quantized)
-        write_json(sources_record_path(quantized), record)
+    make_unless_current(quantized, [exported], lambda: quantize_int8(exported, quantized))
     return quantized
+
+
+def make_unless_current(target: Path, sources: Sequence[Path], make: Callable[[], None]) -> None:
+    """Run ``make`` (which writes ``target``) unless ``target`` was made from ``sources`` as they
+    are now, then record what it was made from. The record is taken before ``make`` runs: from the
+    files the model in memory was loaded from, not from any written meanwhile."""
+    if made_from(target, sources):
+        return
+    record = sources_record(sources)
+    make()
+    write_json(sources_record_path(target), record)
 
 
 def weight_files(folder: Path) -> list:
@@ -260,8 +264,11 @@ def sources_record_path(target: Path) -> Path:
 
 def sources_record(sources: Sequence[Path]) -> Dict[str, Dict]:
     """What a file is made from: each source's size, modification time and SHA-256, by name."""
-    return {"sources": {p.name: {"size": p.stat().st_size, "mtime_ns": p.stat().st_mtime_ns,
-                                 "sha256": files_fingerprint([p])} for p in sources}}
+    record = {}
+    for path in sources:
+        stat = path.stat()
+        record[path.name] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": files_fingerprint([path])}
+    return {"sources": record}
 
 
 def made_from(target: Path, sources: Sequence[Path]) -> bool:

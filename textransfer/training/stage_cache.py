@@ -86,7 +86,9 @@ def code_digest(root: Path) -> str:
     Why beside the version number: an editable install or a source checkout keeps its version
     while its code changes (a new kernel, another order of float sums), and a stage trained by
     other code is not the stage this run would train. Reading the package's files takes a few
-    milliseconds; a released install's files never change within a version, so it costs no reuse."""
+    milliseconds; a released install's files never change within a version, so it costs no reuse.
+    Not ``files_fingerprint`` of the folder: that hashes every file under it, the compiled
+    ``__pycache__`` files included, and names files without their folder."""
     digest = hashlib.sha256()
     for path in sorted(root.rglob("*.py")):
         data = path.read_bytes()
